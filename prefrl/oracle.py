@@ -1,0 +1,442 @@
+"""Oracle experts: a policy trained on the true reward plus its value function, per environment.
+
+The oracle supplies three things the rest of the testbed needs:
+
+* ``V*(s)`` (and ``Q*(s, a)`` for a SAC expert) for the ``regret`` rater;
+* ``R_oracle`` (with ``R_random``) anchoring the normalised score ``100 (R - R_rand) / (R_orc - R_rand)``;
+* policy checkpoints at several skill levels between random and expert, for offline datasets (CPL).
+
+Checkpoints are compact (network weights only, no optimiser or replay buffer) and ship with the package
+under ``prefrl/oracle_checkpoints/<env>/``; the env spec names the folder (``oracle.checkpoint``)::
+
+    oracle = load_oracle(load_env_spec("pendulum"))
+    oracle.value(obs)            # V*(s), [N]
+    oracle.q_value(obs, act)     # Q*(s, a), [N] (SAC experts)
+    oracle.policy("expert")      # callable obs -> action; also "level0" .. "levelK" (worst to best)
+
+``prefrl oracle train --env ENV`` produces them; ``prefrl oracle eval --env ENV`` re-measures them.
+For a SAC expert ``V(s) = mean over a ~ pi(.|s) of min_j Q_j(s, a)`` (``n_action_samples`` draws); for a
+PPO expert ``V`` is its critic.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+
+from prefrl.envs import EnvSpec, load_env_spec, make_env, make_vec_env
+from prefrl.spec_utils import PROJECT_ROOT, check_keys, deep_update, load_yaml
+from prefrl.evaluation import evaluate_policy
+
+CHECKPOINT_ROOT = Path(__file__).resolve().parent / "oracle_checkpoints"
+ALGOS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO}
+MANIFEST = "manifest.json"
+ORACLE_CONFIG = PROJECT_ROOT / "agents" / "oracle.yaml"
+ORACLE_KEYS = ("algo", "total_steps", "n_envs", "policy_kwargs", "sac", "ppo")
+
+
+def load_oracle_config(env_name: str, path: Path = ORACLE_CONFIG) -> dict[str, Any]:
+    """``agents/oracle.yaml``: ``defaults`` merged with the env's entry under ``envs``."""
+    data = load_yaml(path)
+    check_keys(data, ("defaults", "envs"), str(path))
+    config = dict(data.get("defaults") or {})
+    config = deep_update(config, (data.get("envs") or {}).get(env_name, {}))
+    check_keys(config, ORACLE_KEYS, f"{path} (env {env_name})", required=("algo", "total_steps"))
+    return config
+
+
+class OracleError(RuntimeError):
+    """A missing or unusable oracle checkpoint."""
+
+
+@dataclass
+class CheckpointInfo:
+    """One saved policy: its name, the training step it was taken at and its measured true return."""
+
+    name: str
+    step: int
+    mean_return: float
+    std_return: float
+    file: str
+
+
+@dataclass
+class OracleManifest:
+    """What ``manifest.json`` records next to the weights (provenance included)."""
+
+    env: str
+    algo: str
+    policy_kwargs: dict[str, Any]
+    hyperparams: dict[str, Any]
+    gamma: float
+    seed: int
+    train_steps: int
+    command: str
+    random_return: float
+    random_return_std: float
+    oracle_return: float
+    oracle_return_std: float
+    eval_episodes: int
+    expert: CheckpointInfo
+    levels: list[CheckpointInfo] = field(default_factory=list)
+    value_quality: dict[str, float] | None = None
+    train_wall_s: float | None = None
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> OracleManifest:
+        data = dict(data)
+        data["expert"] = CheckpointInfo(**data["expert"])
+        data["levels"] = [CheckpointInfo(**level) for level in data.get("levels", [])]
+        return OracleManifest(**data)
+
+
+def _how_to_train(spec: EnvSpec) -> str:
+    return f"train one with `prefrl oracle train --env {spec.name}`"
+
+
+def _build_model(spec: EnvSpec, algo: str, policy_kwargs: dict[str, Any], seed: int = 0) -> BaseAlgorithm:
+    """An untrained SB3 model with the right architecture, to load saved weights into."""
+    return ALGOS[algo]("MlpPolicy", make_env(spec, seed=seed), policy_kwargs=policy_kwargs, seed=seed, device="cpu")
+
+
+def _save_weights(policy: th.nn.Module, path: Path, actor_only: bool) -> None:
+    state = policy.state_dict()
+    if actor_only:
+        # skill-level checkpoints only need to act: keep the files small
+        state = {k: v for k, v in state.items() if not k.startswith(("critic", "value_net", "vf"))}
+    # float16 halves the shipped size; weights are cast back to float32 on load
+    state = {k: v.detach().cpu().to(th.float16) if v.is_floating_point() else v for k, v in state.items()}
+    buffer = io.BytesIO()
+    th.save(state, buffer)
+    path.write_bytes(buffer.getvalue())
+
+
+def _load_weights(model: BaseAlgorithm, path: Path, spec: EnvSpec) -> None:
+    try:
+        state = th.load(path, map_location="cpu", weights_only=True)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        missing, unexpected = model.policy.load_state_dict(state, strict=False)
+    except FileNotFoundError:
+        raise OracleError(f"oracle checkpoint {path} is missing; {_how_to_train(spec)}") from None
+    except Exception as e:  # torch raises many types for a truncated or foreign file
+        raise OracleError(f"oracle checkpoint {path} is corrupted ({e}); {_how_to_train(spec)}") from None
+    if unexpected or [k for k in missing if k.startswith(("actor", "mlp_extractor", "action_net"))]:
+        raise OracleError(
+            f"oracle checkpoint {path} does not match the {model.__class__.__name__} architecture "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); {_how_to_train(spec)}"
+        )
+
+
+class Oracle:
+    """A loaded expert: acts, and evaluates ``V*`` / ``Q*`` on batches of numpy observations."""
+
+    def __init__(self, spec: EnvSpec, manifest: OracleManifest, directory: Path, n_action_samples: int = 10):
+        self.spec = spec
+        self.manifest = manifest
+        self.directory = directory
+        self.n_action_samples = n_action_samples
+        self._models: dict[str, BaseAlgorithm] = {}
+        self.model = self._model("expert")
+
+    @property
+    def gamma(self) -> float:
+        return self.manifest.gamma
+
+    @property
+    def checkpoint_names(self) -> list[str]:
+        """Skill levels from worst to best, then ``expert``."""
+        return [level.name for level in self.manifest.levels] + ["expert"]
+
+    def _info(self, name: str) -> CheckpointInfo:
+        for info in [*self.manifest.levels, self.manifest.expert]:
+            if info.name == name:
+                return info
+        raise OracleError(f"{self.spec.name} oracle has no checkpoint '{name}'; have {self.checkpoint_names}")
+
+    def _model(self, name: str) -> BaseAlgorithm:
+        if name not in self._models:
+            model = _build_model(self.spec, self.manifest.algo, self.manifest.policy_kwargs)
+            _load_weights(model, self.directory / self._info(name).file, self.spec)
+            model.policy.set_training_mode(False)
+            self._models[name] = model
+        return self._models[name]
+
+    def policy(self, name: str = "expert") -> Callable[[np.ndarray], np.ndarray]:
+        """A deterministic ``obs [N, d] -> act [N, a]`` function for one checkpoint."""
+        model = self._model(name)
+        return lambda obs: model.predict(obs, deterministic=True)[0]
+
+    def checkpoint_return(self, name: str) -> float:
+        return self._info(name).mean_return
+
+    @th.no_grad()
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        """``V*(s)`` for a batch of observations ``[N, obs_dim]`` -> ``[N]``."""
+        obs_t = th.as_tensor(np.asarray(obs), dtype=th.float32)
+        policy = self.model.policy
+        if isinstance(self.model, SAC):
+            n = obs_t.shape[0]
+            repeated = obs_t.repeat(self.n_action_samples, 1)
+            # a fixed generator keeps V deterministic: the same states always get the same values
+            th_state = th.random.get_rng_state()
+            th.manual_seed(0)
+            actions, _ = policy.actor.action_log_prob(repeated)
+            th.random.set_rng_state(th_state)
+            q = th.min(th.cat(policy.critic(repeated, actions), dim=1), dim=1).values
+            return q.view(self.n_action_samples, n).mean(dim=0).numpy().astype(np.float64)
+        return policy.predict_values(obs_t).squeeze(-1).numpy().astype(np.float64)
+
+    @th.no_grad()
+    def q_value(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        """``Q*(s, a)`` (min over the twin critics) -> ``[N]``; SAC experts only."""
+        if not isinstance(self.model, SAC):
+            raise OracleError(f"{self.spec.name} oracle is {self.manifest.algo}: it has no Q function")
+        obs_t = th.as_tensor(np.asarray(obs), dtype=th.float32)
+        # SAC's critics are trained on actions rescaled to [-1, 1]
+        act_t = th.as_tensor(self.model.policy.scale_action(np.asarray(act)), dtype=th.float32)
+        q = th.cat(self.model.policy.critic(obs_t, act_t), dim=1)
+        return th.min(q, dim=1).values.numpy().astype(np.float64)
+
+
+def oracle_dir(spec: EnvSpec) -> Path:
+    """Where the spec's oracle lives (``oracle.checkpoint`` in the spec, default the spec name)."""
+    name = (spec.oracle or {}).get("checkpoint") or spec.name
+    path = Path(name)
+    return path if path.is_absolute() else CHECKPOINT_ROOT / path
+
+
+_CACHE: dict[str, Oracle] = {}
+
+
+def load_oracle(spec: EnvSpec | str, directory: Path | None = None) -> Oracle:
+    """Load (and cache) the shipped oracle of an env; a clear :class:`OracleError` if none exists."""
+    spec = load_env_spec(spec) if isinstance(spec, str) else spec
+    directory = directory or oracle_dir(spec)
+    key = str(directory)
+    if key not in _CACHE:
+        manifest_path = directory / MANIFEST
+        if not manifest_path.is_file():
+            raise OracleError(f"no oracle for env '{spec.name}' at {directory}; {_how_to_train(spec)}")
+        try:
+            manifest = OracleManifest.from_dict(json.loads(manifest_path.read_text()))
+        except (json.JSONDecodeError, TypeError, KeyError) as e:
+            raise OracleError(f"oracle manifest {manifest_path} is corrupted ({e}); {_how_to_train(spec)}") from None
+        _CACHE[key] = Oracle(spec, manifest, directory)
+    return _CACHE[key]
+
+
+class _SnapshotCallback(BaseCallback):
+    """Keeps an in-memory copy of the actor weights every ``every`` steps (candidate skill levels)."""
+
+    def __init__(self, every: int):
+        super().__init__()
+        self.every = every
+        self.snapshots: list[tuple[int, dict[str, th.Tensor]]] = []
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps % self.every == 0:
+            state = {k: v.detach().clone() for k, v in self.model.policy.state_dict().items()}
+            self.snapshots.append((self.num_timesteps, state))
+        return True
+
+
+def _pick_levels(returns: list[float], r_random: float, r_expert: float, n_levels: int) -> list[int]:
+    """Indices of snapshots whose returns are closest to ``n_levels`` evenly spaced targets.
+
+    Targets run from 10% to 90% of the way from random to expert, so the levels span the skill range.
+    """
+    targets = r_random + np.linspace(0.1, 0.9, n_levels) * (r_expert - r_random)
+    chosen: list[int] = []
+    for target in targets:
+        order = np.argsort(np.abs(np.asarray(returns) - target))
+        pick = next((int(i) for i in order if int(i) not in chosen), int(order[0]))
+        chosen.append(pick)
+    return sorted(set(chosen), key=lambda i: returns[i])
+
+
+def train_oracle(
+    env: str,
+    steps: int | None = None,
+    seed: int = 0,
+    algo: str | None = None,
+    out: Path | None = None,
+    n_levels: int = 5,
+    eval_episodes: int = 20,
+    update_spec: bool = True,
+    verbose: bool = True,
+) -> Path:
+    """Train an expert on the true reward, save it with skill-level checkpoints, record R_random/R_oracle.
+
+    Hyperparameters come from ``agents/oracle.yaml`` (defaults + per-env overrides). Returns the folder.
+    """
+    th.set_num_threads(1)
+    spec = load_env_spec(env)
+    config = load_oracle_config(spec.name)
+    algo = (algo or config["algo"]).lower()
+    if algo not in ALGOS:
+        raise OracleError(f"unknown oracle algo '{algo}'; choose from {sorted(ALGOS)}")
+    steps = int(steps or config["total_steps"])
+    hyper = dict(config.get(algo, {}))
+    policy_kwargs = dict(config.get("policy_kwargs", {}))
+    out = Path(out) if out else oracle_dir(spec)
+    out.mkdir(parents=True, exist_ok=True)
+
+    n_envs = int(config.get("n_envs", 1)) if algo == "ppo" else 1
+    venv = make_vec_env(spec, n_envs=n_envs, seed=seed)
+    model = ALGOS[algo]("MlpPolicy", venv, policy_kwargs=policy_kwargs, seed=seed, device="cpu", **hyper)
+    snapshots = _SnapshotCallback(every=max(steps // 40, 1))
+    start = time.time()
+    model.learn(steps, callback=snapshots, progress_bar=False)
+    wall = time.time() - start
+
+    def evaluate_state(state: dict[str, th.Tensor], episodes: int) -> tuple[float, float]:
+        model.policy.load_state_dict(state)
+        return evaluate_policy(
+            lambda o: model.predict(o, deterministic=True)[0], spec, n_episodes=episodes, seed=seed + 10_000
+        )
+
+    final_state = {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+    rng = np.random.default_rng(seed)
+    low, high = spec.action_space.low, spec.action_space.high
+    r_random, r_random_std = evaluate_policy(
+        lambda o: rng.uniform(low, high, size=(len(o), *low.shape)), spec, n_episodes=eval_episodes, seed=seed + 20_000
+    )
+    quick = [evaluate_state(state, 3)[0] for _, state in snapshots.snapshots]
+    r_final, r_final_std = evaluate_state(final_state, eval_episodes)
+    # the expert is the best of the last snapshots and the final policy (training can regress late)
+    best = int(np.argmax(quick)) if quick else -1
+    expert_state, expert_step = final_state, steps
+    r_expert, r_expert_std = r_final, r_final_std
+    if best >= 0 and quick[best] > r_final:
+        cand_ret, cand_std = evaluate_state(snapshots.snapshots[best][1], eval_episodes)
+        if cand_ret > r_final:
+            expert_step, expert_state = snapshots.snapshots[best]
+            r_expert, r_expert_std = cand_ret, cand_std
+    model.policy.load_state_dict(expert_state)
+    _save_weights(model.policy, out / "expert.pt", actor_only=False)
+    expert = CheckpointInfo("expert", expert_step, r_expert, r_expert_std, "expert.pt")
+
+    levels: list[CheckpointInfo] = []
+    for rank, index in enumerate(_pick_levels(quick, r_random, r_expert, n_levels)):
+        step, state = snapshots.snapshots[index]
+        mean, std = evaluate_state(state, min(eval_episodes, 10))
+        model.policy.load_state_dict(state)
+        file = f"level{rank}.pt"
+        _save_weights(model.policy, out / file, actor_only=True)
+        levels.append(CheckpointInfo(f"level{rank}", step, mean, std, file))
+
+    manifest = OracleManifest(
+        env=spec.name,
+        algo=algo,
+        policy_kwargs=policy_kwargs,
+        hyperparams=hyper,
+        gamma=float(model.gamma),
+        seed=seed,
+        train_steps=steps,
+        command=f"prefrl oracle train --env {spec.name} --steps {steps} --seed {seed} --algo {algo}",
+        random_return=r_random,
+        random_return_std=r_random_std,
+        oracle_return=r_expert,
+        oracle_return_std=r_expert_std,
+        eval_episodes=eval_episodes,
+        expert=expert,
+        levels=levels,
+        train_wall_s=wall,
+    )
+    (out / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2))
+    _CACHE.pop(str(out), None)
+    manifest.value_quality = value_quality(load_oracle(spec, out))
+    (out / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2))
+    if update_spec:
+        record_normalisation(spec, r_random, r_expert)
+    if verbose:
+        print(f"{spec.name}: oracle {algo} {r_expert:.1f} +- {r_expert_std:.1f}, random {r_random:.1f}, "
+              f"levels {[round(level.mean_return, 1) for level in levels]}, V quality "
+              f"{manifest.value_quality}, {wall:.0f}s -> {out}")
+    return out
+
+
+def value_quality(oracle: Oracle, episodes: int = 10, seed: int = 12_345) -> dict[str, float]:
+    """How well ``V*`` ranks held-out expert states against their Monte-Carlo discounted return.
+
+    Only states at least one effective horizon ``1 / (1 - gamma)`` before the end of the fixed-horizon
+    episode are used, so that the truncated Monte-Carlo return is a fair target. Returns Spearman and
+    Pearson correlations over all those states, and Spearman over the *transient* states (Monte-Carlo
+    return below the median: the expert has not yet reached its steady regime). Once an expert sits in
+    its steady regime (Pendulum balanced upright), returns differ by less than the critic's error and
+    the rank order there is noise, which drags the all-state Spearman down although ``V`` is accurate.
+    """
+    from scipy.stats import pearsonr, spearmanr
+
+    spec, gamma = oracle.spec, oracle.gamma
+    act = oracle.policy("expert")
+    cut = max(spec.horizon - round(1.0 / (1.0 - gamma)), spec.horizon // 2)
+    values, targets = [], []
+    for episode in range(episodes):
+        env = make_env(spec, seed=seed + episode)
+        obs, _ = env.reset(seed=seed + episode)
+        states, rewards = [], []
+        done = False
+        while not done:
+            states.append(obs)
+            obs, reward, terminated, truncated, _ = env.step(act(obs[None])[0])
+            rewards.append(float(reward))
+            done = terminated or truncated
+        discounted = np.zeros(len(rewards))
+        running = 0.0
+        for t in range(len(rewards) - 1, -1, -1):
+            running = rewards[t] + gamma * running
+            discounted[t] = running
+        keep = min(cut, len(states))
+        values.append(oracle.value(np.asarray(states[:keep])))
+        targets.append(discounted[:keep])
+    v, g = np.concatenate(values), np.concatenate(targets)
+    transient = g < np.median(g)
+    return {
+        "spearman": float(spearmanr(v, g).statistic),
+        "pearson": float(pearsonr(v, g).statistic),
+        "spearman_transient": float(spearmanr(v[transient], g[transient]).statistic),
+        "states": int(len(v)),
+    }
+
+
+def record_normalisation(spec: EnvSpec, r_random: float, r_oracle: float) -> None:
+    """Write the measured anchors into the env's YAML (keeps its comments and layout)."""
+    text = spec.path.read_text()
+    for key, value in (("random_return", r_random), ("oracle_return", r_oracle)):
+        text, count = re.subn(rf"(\n\s+{key}:)\s*[^\n#]*", rf"\g<1> {value:.2f}", text, count=1)
+        if count != 1:
+            raise OracleError(f"{spec.path}: no 'normalisation.{key}' entry to record the measured value in")
+    spec.path.write_text(text)
+
+
+def evaluate_oracle(env: str, episodes: int = 20, seed: int = 0) -> dict[str, Any]:
+    """Re-measure every checkpoint's return and the value function's Spearman correlation."""
+    oracle = load_oracle(env)
+    report: dict[str, Any] = {"env": oracle.spec.name, "algo": oracle.manifest.algo}
+    for name in oracle.checkpoint_names:
+        mean, std = evaluate_policy(oracle.policy(name), oracle.spec, n_episodes=episodes, seed=seed)
+        report[name] = {"mean_return": mean, "std_return": std}
+    report["value_quality"] = value_quality(oracle)
+    return report
+
+
+def default_value_fn(spec: EnvSpec) -> Callable[[np.ndarray], np.ndarray]:
+    """The regret rater's default ``V*``: the env's shipped oracle."""
+    return load_oracle(spec).value
+
+
+def default_q_fn(spec: EnvSpec) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    return load_oracle(spec).q_value
