@@ -1,30 +1,600 @@
-"""Environment specs (envs/*.yaml), env construction and the reward-factor wrapper.
+"""Environment specs (``envs/*.yaml``), env construction and the reward-factor wrapper.
 
-API CONTRACT (implementation in progress by the envs helper):
+An env spec is declarative: the gymnasium id and kwargs, a fixed horizon, the default segment length, and
+the list of *reward factors* (named per-step quantities with a sign and a weight such that the true reward
+is ``r_t = sum_{f in reward} sign_f * weight_f * raw_f(t)``), plus the rater settings that depend on the
+env: the HERON factor ranking, the intransitive criteria, the non-Markovian statistic and the score
+normalisation anchors. Example::
 
-    @dataclass(frozen=True) class FactorSpec: name: str; sign: float; source: str; description: str; in_reward: bool
-    @dataclass(frozen=True) class CriterionSpec: name: str; weights: dict[str, float]   # weights on factor utilities
-    @dataclass(frozen=True) class EnvSpec:
-        name: str                      # spec name == yaml file stem, e.g. "pendulum", "halfcheetah"
-        gym_id: str                    # e.g. "Pendulum-v1"
-        kwargs: dict                   # gymnasium.make kwargs
-        horizon: int                   # fixed episode length (TimeLimit), no early termination by default
-        segment_length: int            # default H for segments
-        factors: tuple[FactorSpec, ...]
-        heron_ranking: tuple[str, ...] # factor names, most important first
-        heron_margins: tuple[float, ...]  # sigma_l per level
-        criteria: tuple[CriterionSpec, ...]  # K >= 3 intransitive criteria
-        non_markovian: dict            # {"statistic": "min"|"max"|"mean"|"fraction_above"|..., "factor": name, ...}
-        random_return: float | None
-        oracle_return: float | None
-        oracle: dict                   # {"algo": ..., "checkpoint": path or None}
-        path: Path                     # the YAML file it came from
-        @property factor_names -> list[str]; factor_signs -> np.ndarray [F]; factor_index(name) -> int
-        normalise(returns) -> np.ndarray  (100 * (R - R_rand) / (R_oracle - R_rand); raises if unset)
+    spec = load_env_spec("pendulum")        # or "Pendulum-v1", or a path to a yaml file
+    env = make_env(spec, seed=0)            # TimeLimit(horizon) + RewardFactorWrapper
+    obs, info = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    info["factors"]                         # np.float64 [F], raw factor values in spec order
+    venv = make_vec_env(spec, n_envs=4, seed=0)   # SB3 VecEnv, env i seeded seed + i
 
-    load_env_spec(name_or_path: str) -> EnvSpec      # accepts "pendulum", "Pendulum-v1", or a path
-    list_env_specs() -> list[str]
-    make_env(spec, seed=None, render_mode=None) -> gym.Env   # TimeLimit(horizon) + RewardFactorWrapper
-    make_vec_env(spec, n_envs=1, seed=0, vec_env_cls=DummyVecEnv) -> VecEnv
-    RewardFactorWrapper(env, spec): info["factors"] = np.ndarray [F] (raw values in spec order)
+Factor sources are ``"info:<key>"`` (read from the env's ``info`` after the step) or
+``"computed:<fn>"`` (a function from :data:`COMPUTED_FACTORS`; e.g. Pendulum's costs are computed from
+the state *before* the step, as gymnasium computes its reward).
 """
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+
+from prefrl.spec_utils import PROJECT_ROOT, SpecError, check_keys, check_type, load_yaml, suggest
+
+__all__ = [
+    "COMPUTED_FACTORS",
+    "DEFAULT_ENV",
+    "ENV_DIR",
+    "NON_MARKOVIAN_STATISTICS",
+    "ComputedFactor",
+    "CriterionSpec",
+    "EnvSpec",
+    "FactorSpec",
+    "RewardFactorWrapper",
+    "list_env_specs",
+    "load_env_spec",
+    "make_env",
+    "make_vec_env",
+]
+
+#: spec used when none is given
+DEFAULT_ENV = "pendulum"
+#: directory holding one YAML file per environment
+ENV_DIR = PROJECT_ROOT / "envs"
+#: trajectory-level statistics a non-Markovian rater may use
+NON_MARKOVIAN_STATISTICS = ("min", "max", "mean", "final", "fraction_above")
+
+
+# --------------------------------------------------------------------------------------------------
+# Computed factors
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ComputedFactor:
+    """A reward factor computed by code rather than read from ``info``.
+
+    :param fn: ``fn(unwrapped_env, action, info) -> float``; ``info`` is ``None`` for pre-step factors.
+    :param pre_step: evaluate before ``env.step`` (on the state the action is applied to), as some
+        envs (Pendulum) compute their reward from the pre-step state; otherwise after the step.
+    """
+
+    fn: Callable[[Any, np.ndarray, dict[str, Any] | None], float]
+    pre_step: bool = False
+
+
+def _angle_normalize(x: float) -> float:
+    # same expression as gymnasium's pendulum.angle_normalize, so the reward identity is exact
+    return ((x + np.pi) % (2 * np.pi)) - np.pi
+
+
+def _pendulum_torque(env: Any, action: np.ndarray) -> float:
+    # the env clips the torque to [-max_torque, max_torque] before using it
+    u = float(np.asarray(action).reshape(-1)[0])
+    return min(max(u, -env.max_torque), env.max_torque)
+
+
+#: registry for ``source: computed:<name>``
+COMPUTED_FACTORS: dict[str, ComputedFactor] = {
+    # Pendulum-v1: cost terms of the reward, from the state before the step and the clipped torque
+    "pendulum_angle_sq": ComputedFactor(lambda env, a, info: _angle_normalize(env.state[0]) ** 2, True),
+    "pendulum_velocity_sq": ComputedFactor(lambda env, a, info: env.state[1] ** 2, True),
+    "pendulum_torque_sq": ComputedFactor(lambda env, a, info: _pendulum_torque(env, a) ** 2, True),
+    # MuJoCo planar walkers (qpos = [rootx, rootz, rooty, ...]), after the step
+    "torso_height": ComputedFactor(lambda env, a, info: env.data.qpos[1]),
+    "root_pitch_sq": ComputedFactor(lambda env, a, info: env.data.qpos[2] ** 2),
+    # envs reporting a sideways velocity in info (Ant, Swimmer)
+    "y_velocity_sq": ComputedFactor(lambda env, a, info: info["y_velocity"] ** 2),
+    # Reacher: the two arm joints' angular speed
+    "arm_speed_sq": ComputedFactor(lambda env, a, info: float(np.sum(env.data.qvel[:2] ** 2))),
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Spec dataclasses
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FactorSpec:
+    """One named per-step reward factor (or non-reward feature).
+
+    :param name: unique name within the spec, e.g. ``"reward_forward"``.
+    :param sign: +1 (more is better) or -1 (a cost).
+    :param source: ``"info:<key>"`` or ``"computed:<fn>"`` (see :data:`COMPUTED_FACTORS`).
+    :param description: human-readable meaning.
+    :param in_reward: whether the factor is part of the true reward.
+    :param weight: non-negative scale; ``utility = sign * weight * raw`` and the reward is the sum of the
+        in-reward utilities.
+    """
+
+    name: str
+    sign: float
+    source: str
+    description: str = ""
+    in_reward: bool = True
+    weight: float = 1.0
+
+    @property
+    def kind(self) -> str:
+        """``"info"`` or ``"computed"``."""
+        return self.source.split(":", 1)[0]
+
+    @property
+    def key(self) -> str:
+        """The info key or computed-function name."""
+        return self.source.split(":", 1)[1]
+
+
+@dataclass(frozen=True)
+class CriterionSpec:
+    """One criterion of the intransitive panel: a weighting of factor utilities.
+
+    The criterion's score of a segment is ``sum_t sum_f weights[f] * utility_f(t)``.
+    """
+
+    name: str
+    weights: dict[str, float]
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """A validated environment spec (one ``envs/<name>.yaml``).
+
+    ``non_markovian`` holds ``{"statistic": one of NON_MARKOVIAN_STATISTICS, "factor": name,
+    "threshold": float (fraction_above only)}``. The statistic is taken over the factor's *utility*
+    ``sign * weight * raw`` along the segment, so a larger statistic is always better (for a cost such as
+    Pendulum's ``angle_sq``, ``fraction_above`` with threshold -0.1 is the fraction of steps with
+    ``theta^2 < 0.1``).
+    """
+
+    name: str
+    gym_id: str
+    kwargs: dict[str, Any]
+    horizon: int
+    segment_length: int
+    factors: tuple[FactorSpec, ...]
+    heron_ranking: tuple[str, ...] = ()
+    heron_margins: tuple[float, ...] = ()
+    criteria: tuple[CriterionSpec, ...] = ()
+    non_markovian: dict[str, Any] = field(default_factory=dict)
+    random_return: float | None = None
+    oracle_return: float | None = None
+    oracle: dict[str, Any] = field(default_factory=lambda: {"algo": None, "checkpoint": None})
+    path: Path | None = None
+
+    # ---- factors -------------------------------------------------------------------------------
+    @property
+    def num_factors(self) -> int:
+        return len(self.factors)
+
+    @property
+    def factor_names(self) -> list[str]:
+        return [f.name for f in self.factors]
+
+    @property
+    def factor_signs(self) -> np.ndarray:
+        """``[F]`` float64, +1 or -1."""
+        return np.array([f.sign for f in self.factors], dtype=np.float64)
+
+    @property
+    def factor_weights(self) -> np.ndarray:
+        """``[F]`` float64 non-negative weights."""
+        return np.array([f.weight for f in self.factors], dtype=np.float64)
+
+    @property
+    def in_reward_mask(self) -> np.ndarray:
+        """``[F]`` bool, True for factors that are part of the true reward."""
+        return np.array([f.in_reward for f in self.factors], dtype=bool)
+
+    @property
+    def reward_weights(self) -> np.ndarray:
+        """``[F]`` float64 ``sign * weight`` for in-reward factors, 0 otherwise: ``reward = factors @ w``."""
+        return self.factor_signs * self.factor_weights * self.in_reward_mask
+
+    def factor_index(self, name: str) -> int:
+        """Position of factor ``name`` in the factor arrays."""
+        names = self.factor_names
+        if name not in names:
+            raise KeyError(
+                f"env spec '{self.name}' has no factor '{name}'{suggest(name, names)}; has {names}"
+            )
+        return names.index(name)
+
+    def factor_utilities(self, factors: np.ndarray) -> np.ndarray:
+        """``sign * weight * raw`` per factor: ``[..., F] -> [..., F]`` (larger is always better)."""
+        factors = np.asarray(factors, dtype=np.float64)
+        if factors.shape[-1] != self.num_factors:
+            raise ValueError(
+                f"factors have {factors.shape[-1]} entries in the last axis, env spec '{self.name}' "
+                f"defines {self.num_factors}: {self.factor_names}"
+            )
+        return factors * (self.factor_signs * self.factor_weights)
+
+    def reward_from_factors(self, factors: np.ndarray) -> np.ndarray:
+        """The true reward reconstructed from raw factors, ``[..., F] -> [...]``."""
+        return self.factor_utilities(factors) @ self.in_reward_mask.astype(np.float64)
+
+    # ---- normalisation -------------------------------------------------------------------------
+    @property
+    def has_normalisation(self) -> bool:
+        """True when both the random and the oracle return are set."""
+        return self.random_return is not None and self.oracle_return is not None
+
+    def normalise(self, returns: np.ndarray | float) -> np.ndarray:
+        """Normalised score ``100 * (R - R_random) / (R_oracle - R_random)``, same shape as ``returns``."""
+        if not self.has_normalisation:
+            raise ValueError(
+                f"env spec '{self.name}' ({self.path}) has no normalisation anchors: set "
+                "normalisation.random_return and normalisation.oracle_return in its yaml"
+            )
+        assert self.random_return is not None and self.oracle_return is not None
+        span = self.oracle_return - self.random_return
+        return 100.0 * (np.asarray(returns, dtype=np.float64) - self.random_return) / span
+
+    # ---- spaces --------------------------------------------------------------------------------
+    @functools.cached_property
+    def _spaces(self) -> tuple[gym.Space, gym.Space]:
+        # building a MuJoCo env costs a few ms; cache the spaces (cached_property writes to __dict__
+        # directly, so it works on a frozen dataclass)
+        env = gym.make(self.gym_id, **self.kwargs)
+        spaces = (env.observation_space, env.action_space)
+        env.close()
+        return spaces
+
+    @property
+    def observation_space(self) -> gym.Space:
+        return self._spaces[0]
+
+    @property
+    def action_space(self) -> gym.Space:
+        return self._spaces[1]
+
+    @classmethod
+    def default(cls) -> EnvSpec:
+        """The default spec (:data:`DEFAULT_ENV`)."""
+        return load_env_spec(DEFAULT_ENV)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading and validation
+# --------------------------------------------------------------------------------------------------
+
+_TOP_KEYS = (
+    "gym_id",
+    "kwargs",
+    "horizon",
+    "segment_length",
+    "factors",
+    "heron",
+    "intransitive",
+    "non_markovian",
+    "normalisation",
+    "oracle",
+)
+_REQUIRED_TOP = ("gym_id", "horizon", "factors")
+_FACTOR_KEYS = ("name", "sign", "weight", "source", "description", "in_reward")
+
+
+def list_env_specs() -> list[str]:
+    """Names (file stems) of the specs in ``envs/``, sorted."""
+    return sorted(p.stem for p in ENV_DIR.glob("*.yaml"))
+
+
+def load_env_spec(name_or_path: str | Path | EnvSpec = DEFAULT_ENV) -> EnvSpec:
+    """Load and validate an env spec.
+
+    :param name_or_path: a spec name (``"pendulum"``), a gymnasium id (``"Pendulum-v1"``, case-insensitive),
+        a path to a yaml file, or an :class:`EnvSpec` (returned unchanged).
+    :raises SpecError: unknown name or invalid file; the message names the file and the key.
+    """
+    if isinstance(name_or_path, EnvSpec):
+        return name_or_path
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        return _parse_spec(load_yaml(path), path)
+    available = list_env_specs()
+    if text in available:
+        path = ENV_DIR / f"{text}.yaml"
+        return _parse_spec(load_yaml(path), path)
+    # a gymnasium id: match it against the specs' gym_id, case-insensitively
+    for stem in available:
+        candidate = ENV_DIR / f"{stem}.yaml"
+        gym_id = load_yaml(candidate).get("gym_id")
+        if isinstance(gym_id, str) and gym_id.lower() == text.lower():
+            return _parse_spec(load_yaml(candidate), candidate)
+    if text.lower() in available:
+        path = ENV_DIR / f"{text.lower()}.yaml"
+        return _parse_spec(load_yaml(path), path)
+    raise SpecError(
+        f"unknown env '{text}'{suggest(text.lower(), available)}; "
+        f"available in {ENV_DIR}: {', '.join(available)}"
+    )
+
+
+def _check_positive_int(value: Any, where: str) -> int:
+    value = check_type(value, int, where)
+    if value <= 0:
+        raise SpecError(f"{where}: must be a positive integer, got {value}")
+    return value
+
+
+def _check_factor_ref(name: Any, known: Sequence[str], where: str) -> str:
+    name = check_type(name, str, where)
+    if name not in known:
+        raise SpecError(
+            f"{where}: unknown factor '{name}'{suggest(name, known)}; defined factors: {', '.join(known)}"
+        )
+    return name
+
+
+def _parse_factor(raw: Any, where: str) -> FactorSpec:
+    check_keys(raw, _FACTOR_KEYS, where, required=("name", "sign", "source"))
+    name = check_type(raw["name"], str, f"{where}.name")
+    sign = check_type(raw["sign"], float, f"{where}.sign")
+    if sign not in (1.0, -1.0):
+        raise SpecError(f"{where}.sign: must be +1 or -1, got {sign}")
+    weight = check_type(raw.get("weight", 1.0), float, f"{where}.weight")
+    if weight < 0:
+        raise SpecError(f"{where}.weight: must be >= 0 (the sign carries the direction), got {weight}")
+    source = check_type(raw["source"], str, f"{where}.source")
+    kind, _, key = source.partition(":")
+    if kind not in ("info", "computed") or not key:
+        raise SpecError(f"{where}.source: expected 'info:<key>' or 'computed:<fn>', got '{source}'")
+    if kind == "computed" and key not in COMPUTED_FACTORS:
+        raise SpecError(
+            f"{where}.source: unknown computed factor '{key}'{suggest(key, COMPUTED_FACTORS)}; "
+            f"available: {', '.join(COMPUTED_FACTORS)}"
+        )
+    return FactorSpec(
+        name=name,
+        sign=sign,
+        source=source,
+        description=check_type(raw.get("description", ""), str, f"{where}.description"),
+        in_reward=check_type(raw.get("in_reward", True), bool, f"{where}.in_reward"),
+        weight=weight,
+    )
+
+
+def _parse_heron(raw: Any, names: list[str], where: str) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    check_keys(raw, ("ranking", "margins"), where, required=("ranking", "margins"))
+    ranking = check_type(raw["ranking"], list, f"{where}.ranking")
+    margins = check_type(raw["margins"], list, f"{where}.margins")
+    if not ranking:
+        raise SpecError(f"{where}.ranking: needs at least one factor")
+    ranking = [_check_factor_ref(n, names, f"{where}.ranking[{i}]") for i, n in enumerate(ranking)]
+    if len(set(ranking)) != len(ranking):
+        raise SpecError(f"{where}.ranking: lists a factor twice: {ranking}")
+    if len(margins) != len(ranking):
+        raise SpecError(
+            f"{where}.margins: needs one margin per ranking level ({len(ranking)}), got {len(margins)}"
+        )
+    margins = [check_type(m, float, f"{where}.margins[{i}]") for i, m in enumerate(margins)]
+    if any(m < 0 for m in margins):
+        raise SpecError(f"{where}.margins: must be >= 0, got {margins}")
+    return tuple(ranking), tuple(margins)
+
+
+def _parse_criteria(raw: Any, names: list[str], where: str) -> tuple[CriterionSpec, ...]:
+    check_keys(raw, ("criteria",), where, required=("criteria",))
+    items = check_type(raw["criteria"], list, f"{where}.criteria")
+    if len(items) < 3:
+        raise SpecError(
+            f"{where}.criteria: an intransitive panel needs at least 3 criteria, got {len(items)}"
+        )
+    criteria = []
+    for i, item in enumerate(items):
+        at = f"{where}.criteria[{i}]"
+        check_keys(item, ("name", "weights"), at, required=("name", "weights"))
+        weights = check_type(item["weights"], dict, f"{at}.weights")
+        if not weights:
+            raise SpecError(f"{at}.weights: needs at least one factor")
+        parsed = {
+            _check_factor_ref(k, names, f"{at}.weights"): check_type(v, float, f"{at}.weights.{k}")
+            for k, v in weights.items()
+        }
+        criteria.append(CriterionSpec(name=check_type(item["name"], str, f"{at}.name"), weights=parsed))
+    crit_names = [c.name for c in criteria]
+    if len(set(crit_names)) != len(crit_names):
+        raise SpecError(f"{where}.criteria: duplicate criterion names {crit_names}")
+    return tuple(criteria)
+
+
+def _parse_non_markovian(raw: Any, names: list[str], where: str) -> dict[str, Any]:
+    check_keys(raw, ("statistic", "factor", "threshold"), where, required=("statistic", "factor"))
+    statistic = check_type(raw["statistic"], str, f"{where}.statistic")
+    if statistic not in NON_MARKOVIAN_STATISTICS:
+        raise SpecError(
+            f"{where}.statistic: unknown statistic '{statistic}'"
+            f"{suggest(statistic, NON_MARKOVIAN_STATISTICS)}; one of {', '.join(NON_MARKOVIAN_STATISTICS)}"
+        )
+    out: dict[str, Any] = {
+        "statistic": statistic,
+        "factor": _check_factor_ref(raw["factor"], names, f"{where}.factor"),
+    }
+    if statistic == "fraction_above":
+        if "threshold" not in raw:
+            raise SpecError(f"{where}: missing required key 'threshold' (needed by fraction_above)")
+        out["threshold"] = check_type(raw["threshold"], float, f"{where}.threshold")
+    elif "threshold" in raw:
+        out["threshold"] = check_type(raw["threshold"], float, f"{where}.threshold")
+    return out
+
+
+def _parse_optional_float(raw: Mapping[str, Any], key: str, where: str) -> float | None:
+    value = raw.get(key)
+    return None if value is None else check_type(value, float, f"{where}.{key}")
+
+
+def _parse_spec(data: dict[str, Any], path: Path) -> EnvSpec:
+    """Validate the mapping read from ``path`` and build the :class:`EnvSpec`."""
+    where = str(path)
+    check_keys(data, _TOP_KEYS, where, required=_REQUIRED_TOP)
+    gym_id = check_type(data["gym_id"], str, f"{where}: gym_id")
+    kwargs = check_type(data.get("kwargs") or {}, dict, f"{where}: kwargs")
+    horizon = _check_positive_int(data["horizon"], f"{where}: horizon")
+    segment_length = _check_positive_int(
+        data.get("segment_length", min(50, horizon)), f"{where}: segment_length"
+    )
+    if segment_length > horizon:
+        raise SpecError(f"{where}: segment_length ({segment_length}) exceeds the horizon ({horizon})")
+
+    raw_factors = check_type(data["factors"], list, f"{where}: factors")
+    if not raw_factors:
+        raise SpecError(f"{where}: factors: needs at least one factor")
+    factors = tuple(_parse_factor(f, f"{where}: factors[{i}]") for i, f in enumerate(raw_factors))
+    names = [f.name for f in factors]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SpecError(f"{where}: factors: duplicate factor names {duplicates}")
+    if not any(f.in_reward for f in factors):
+        raise SpecError(f"{where}: factors: at least one factor must have in_reward: true")
+
+    heron_ranking: tuple[str, ...] = ()
+    heron_margins: tuple[float, ...] = ()
+    if data.get("heron") is not None:
+        heron_ranking, heron_margins = _parse_heron(data["heron"], names, f"{where}: heron")
+    criteria: tuple[CriterionSpec, ...] = ()
+    if data.get("intransitive") is not None:
+        criteria = _parse_criteria(data["intransitive"], names, f"{where}: intransitive")
+    non_markovian: dict[str, Any] = {}
+    if data.get("non_markovian") is not None:
+        non_markovian = _parse_non_markovian(data["non_markovian"], names, f"{where}: non_markovian")
+
+    norm = data.get("normalisation") or {}
+    check_keys(norm, ("random_return", "oracle_return"), f"{where}: normalisation")
+    random_return = _parse_optional_float(norm, "random_return", f"{where}: normalisation")
+    oracle_return = _parse_optional_float(norm, "oracle_return", f"{where}: normalisation")
+    if random_return is not None and oracle_return is not None and oracle_return == random_return:
+        raise SpecError(f"{where}: normalisation: oracle_return equals random_return ({random_return})")
+
+    oracle = data.get("oracle") or {}
+    check_keys(oracle, ("algo", "checkpoint"), f"{where}: oracle")
+    oracle = {"algo": oracle.get("algo"), "checkpoint": oracle.get("checkpoint")}
+    for key, value in oracle.items():
+        if value is not None:
+            check_type(value, str, f"{where}: oracle.{key}")
+
+    return EnvSpec(
+        name=path.stem,
+        gym_id=gym_id,
+        kwargs=dict(kwargs),
+        horizon=horizon,
+        segment_length=segment_length,
+        factors=factors,
+        heron_ranking=heron_ranking,
+        heron_margins=heron_margins,
+        criteria=criteria,
+        non_markovian=non_markovian,
+        random_return=random_return,
+        oracle_return=oracle_return,
+        oracle=oracle,
+        path=path,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Env construction
+# --------------------------------------------------------------------------------------------------
+
+
+class RewardFactorWrapper(gym.Wrapper):
+    """Adds ``info["factors"]``: the raw reward factors of the step, ``np.float64 [F]`` in spec order.
+
+    Rewards, observations and termination are passed through unchanged.
+    """
+
+    def __init__(self, env: gym.Env, spec: EnvSpec) -> None:
+        super().__init__(env)
+        self.spec_ = spec
+        self._base = env.unwrapped
+        self._pre = [
+            (i, COMPUTED_FACTORS[f.key])
+            for i, f in enumerate(spec.factors)
+            if f.kind == "computed" and COMPUTED_FACTORS[f.key].pre_step
+        ]
+        self._post_computed = [
+            (i, COMPUTED_FACTORS[f.key])
+            for i, f in enumerate(spec.factors)
+            if f.kind == "computed" and not COMPUTED_FACTORS[f.key].pre_step
+        ]
+        self._info = [(i, f.key, f.name) for i, f in enumerate(spec.factors) if f.kind == "info"]
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        base = self._base
+        factors = np.empty(self.spec_.num_factors, dtype=np.float64)
+        for i, computed in self._pre:
+            factors[i] = computed.fn(base, action, None)
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        for i, key, name in self._info:
+            if key not in info:
+                raise KeyError(
+                    f"env spec '{self.spec_.name}': factor '{name}' reads info['{key}'], which "
+                    f"{self.spec_.gym_id} does not provide; info keys: {sorted(info)}"
+                )
+            factors[i] = info[key]
+        for i, computed in self._post_computed:
+            factors[i] = computed.fn(base, action, info)
+        info["factors"] = factors
+        return obs, reward, terminated, truncated, info
+
+
+def make_env(
+    spec: EnvSpec | str = DEFAULT_ENV, seed: int | None = None, render_mode: str | None = None
+) -> gym.Env:
+    """One environment: ``gymnasium.make(gym_id, max_episode_steps=horizon, **kwargs)`` + factor wrapper.
+
+    Episodes last exactly ``spec.horizon`` steps unless the spec's kwargs enable termination.
+    With ``seed``, the action space is seeded and the first ``reset()`` (without a seed) uses it.
+    """
+    spec = load_env_spec(spec)
+    kwargs = dict(spec.kwargs)
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
+    env = gym.make(spec.gym_id, max_episode_steps=spec.horizon, **kwargs)
+    env = RewardFactorWrapper(env, spec)
+    if seed is not None:
+        env.action_space.seed(seed)
+        # seeds the env's np_random now; a later reset() without a seed continues this stream
+        env.reset(seed=seed)
+    return env
+
+
+def make_vec_env(
+    spec: EnvSpec | str = DEFAULT_ENV,
+    n_envs: int = 1,
+    seed: int = 0,
+    vec_env_cls: type[VecEnv] = DummyVecEnv,
+    wrapper: Callable[[gym.Env], gym.Env] | None = None,
+    vec_env_kwargs: dict[str, Any] | None = None,
+) -> VecEnv:
+    """An SB3 VecEnv of ``n_envs`` copies of :func:`make_env` (each in SB3's ``Monitor``).
+
+    Env ``i`` is seeded ``seed + i`` at the first ``reset()``. ``wrapper`` (a gym wrapper class or
+    function) is applied to each env over the ``Monitor``; use ``SubprocVecEnv`` as ``vec_env_cls`` for
+    process-parallel envs.
+    """
+    spec = load_env_spec(spec)
+    if n_envs < 1:
+        raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+    return sb3_make_vec_env(
+        functools.partial(make_env, spec),
+        n_envs=n_envs,
+        seed=seed,
+        vec_env_cls=vec_env_cls,
+        wrapper_class=wrapper,
+        vec_env_kwargs=vec_env_kwargs,
+    )

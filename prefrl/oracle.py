@@ -37,8 +37,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
 from prefrl.envs import EnvSpec, load_env_spec, make_env, make_vec_env
-from prefrl.spec_utils import PROJECT_ROOT, check_keys, deep_update, load_yaml
 from prefrl.evaluation import evaluate_policy
+from prefrl.spec_utils import PROJECT_ROOT, check_keys, deep_update, load_yaml
 
 CHECKPOINT_ROOT = Path(__file__).resolve().parent / "oracle_checkpoints"
 ALGOS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO}
@@ -108,7 +108,9 @@ def _how_to_train(spec: EnvSpec) -> str:
 
 def _build_model(spec: EnvSpec, algo: str, policy_kwargs: dict[str, Any], seed: int = 0) -> BaseAlgorithm:
     """An untrained SB3 model with the right architecture, to load saved weights into."""
-    return ALGOS[algo]("MlpPolicy", make_env(spec, seed=seed), policy_kwargs=policy_kwargs, seed=seed, device="cpu")
+    return ALGOS[algo](
+        "MlpPolicy", make_env(spec, seed=seed), policy_kwargs=policy_kwargs, seed=seed, device="cpu"
+    )
 
 
 def _save_weights(policy: th.nn.Module, path: Path, actor_only: bool) -> None:
@@ -131,7 +133,10 @@ def _load_weights(model: BaseAlgorithm, path: Path, spec: EnvSpec) -> None:
     except FileNotFoundError:
         raise OracleError(f"oracle checkpoint {path} is missing; {_how_to_train(spec)}") from None
     except Exception as e:  # torch raises many types for a truncated or foreign file
-        raise OracleError(f"oracle checkpoint {path} is corrupted ({e}); {_how_to_train(spec)}") from None
+        reason = (str(e).splitlines() or [""])[0][:100]
+        raise OracleError(
+            f"oracle checkpoint {path} is corrupted ({type(e).__name__}: {reason}); {_how_to_train(spec)}"
+        ) from None
     if unexpected or [k for k in missing if k.startswith(("actor", "mlp_extractor", "action_net"))]:
         raise OracleError(
             f"oracle checkpoint {path} does not match the {model.__class__.__name__} architecture "
@@ -232,7 +237,9 @@ def load_oracle(spec: EnvSpec | str, directory: Path | None = None) -> Oracle:
         try:
             manifest = OracleManifest.from_dict(json.loads(manifest_path.read_text()))
         except (json.JSONDecodeError, TypeError, KeyError) as e:
-            raise OracleError(f"oracle manifest {manifest_path} is corrupted ({e}); {_how_to_train(spec)}") from None
+            raise OracleError(
+                f"oracle manifest {manifest_path} is corrupted ({e}); {_how_to_train(spec)}"
+            ) from None
         _CACHE[key] = Oracle(spec, manifest, directory)
     return _CACHE[key]
 
@@ -311,7 +318,10 @@ def train_oracle(
     rng = np.random.default_rng(seed)
     low, high = spec.action_space.low, spec.action_space.high
     r_random, r_random_std = evaluate_policy(
-        lambda o: rng.uniform(low, high, size=(len(o), *low.shape)), spec, n_episodes=eval_episodes, seed=seed + 20_000
+        lambda o: rng.uniform(low, high, size=(len(o), *low.shape)),
+        spec,
+        n_episodes=eval_episodes,
+        seed=seed + 20_000,
     )
     quick = [evaluate_state(state, 3)[0] for _, state in snapshots.snapshots]
     r_final, r_final_std = evaluate_state(final_state, eval_episodes)
@@ -362,9 +372,11 @@ def train_oracle(
     if update_spec:
         record_normalisation(spec, r_random, r_expert)
     if verbose:
-        print(f"{spec.name}: oracle {algo} {r_expert:.1f} +- {r_expert_std:.1f}, random {r_random:.1f}, "
-              f"levels {[round(level.mean_return, 1) for level in levels]}, V quality "
-              f"{manifest.value_quality}, {wall:.0f}s -> {out}")
+        print(
+            f"{spec.name}: oracle {algo} {r_expert:.1f} +- {r_expert_std:.1f}, random {r_random:.1f}, "
+            f"levels {[round(level.mean_return, 1) for level in levels]}, V quality "
+            f"{manifest.value_quality}, {wall:.0f}s -> {out}"
+        )
     return out
 
 
@@ -408,7 +420,7 @@ def value_quality(oracle: Oracle, episodes: int = 10, seed: int = 12_345) -> dic
         "spearman": float(spearmanr(v, g).statistic),
         "pearson": float(pearsonr(v, g).statistic),
         "spearman_transient": float(spearmanr(v[transient], g[transient]).statistic),
-        "states": int(len(v)),
+        "states": len(v),
     }
 
 

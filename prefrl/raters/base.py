@@ -28,19 +28,37 @@ class Rater(ABC):
 
     #: short registry name, e.g. ``"partial_return"``
     name: str = "rater"
+    #: whether the rater is a :class:`ScoreRater` chain (one scalar score per segment); score-based
+    #: noise wrappers (stochastic, equal, myopic) need one
+    score_based: bool = False
 
     def __init__(self) -> None:
         self.num_queries = 0
 
-    def label(
-        self, segments: SegmentBatch, pairs: np.ndarray, rng: np.random.Generator
-    ) -> PreferenceBatch:
+    def label(self, segments: SegmentBatch, pairs: np.ndarray, rng: np.random.Generator) -> PreferenceBatch:
         """Label ``pairs`` (``[M, 2]`` indices into ``segments``); skipped queries are removed."""
+        pairs = np.asarray(pairs)
+        labels, answered = self.label_array(segments, pairs, rng)
+        if answered.all():  # the common case: no copy of a large pair array
+            return PreferenceBatch(segments=segments, pairs=pairs, labels=labels)
+        return PreferenceBatch(segments=segments, pairs=pairs[answered], labels=labels[answered])
+
+    def label_array(
+        self, segments: SegmentBatch, pairs: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Label ``pairs`` and keep them aligned: ``(labels [M] float, answered [M] bool)``.
+
+        Same draws and query count as :meth:`label`, but skipped queries stay in place (their label is
+        NaN), so callers can match labels to pairs (cycle counts, SPO win rates, agreement).
+        """
         pairs = np.asarray(pairs)
         validate_pairs(pairs, segments.num_segments)
         labels, answered = self._label(segments, pairs, rng)
-        self.num_queries += int(answered.sum())
-        return PreferenceBatch(segments=segments, pairs=pairs[answered], labels=labels[answered])
+        answered = np.asarray(answered, dtype=bool)
+        self.num_queries += int(np.count_nonzero(answered))
+        if not answered.all():
+            labels = np.where(answered, labels, np.nan)
+        return labels, answered
 
     def label_pairs(
         self, first: SegmentBatch, second: SegmentBatch, rng: np.random.Generator
@@ -99,6 +117,7 @@ class ScoreRater(Rater):
 
     #: whether :meth:`score` honours ``step_weights`` (a per-step weighted sum)
     supports_step_weights: bool = False
+    score_based: bool = True
 
     def __init__(self, beta: float = float("inf"), soft: bool = False) -> None:
         super().__init__()
@@ -119,8 +138,25 @@ class ScoreRater(Rater):
         self, segments: SegmentBatch, pairs: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
         diff = self.score_difference(segments, pairs)
-        labels = preference_from_difference(diff, self.beta, rng, soft=self.soft)
-        return labels, np.ones(len(pairs), dtype=bool)
+        return self._decide(diff, segments, pairs, rng, self.beta, self.soft)
+
+    def _decide(
+        self,
+        diff: np.ndarray,
+        segments: SegmentBatch,
+        pairs: np.ndarray,
+        rng: np.random.Generator,
+        beta: float,
+        soft: bool,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Turn score differences ``[M]`` into ``(labels [M], answered [M] bool)``.
+
+        The decision hook of score-based noise wrappers: a wrapper calls its inner rater's ``_decide``
+        and post-processes the labels (flip, tie, skip). ``beta``/``soft`` come from the outermost rater,
+        so a stochastic wrapper changes the temperature of the whole chain.
+        """
+        labels = preference_from_difference(diff, beta, rng, soft=soft)
+        return labels, np.ones(len(diff), dtype=bool)
 
     def _require_no_weights(self, step_weights: np.ndarray | None) -> None:
         if step_weights is not None:

@@ -1,0 +1,101 @@
+"""Oracle experts: loading, value-function quality, skill levels and clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from prefrl.envs import load_env_spec
+from prefrl.evaluation import evaluate_policy
+from prefrl.oracle import (
+    OracleError,
+    _pick_levels,
+    load_oracle,
+    load_oracle_config,
+    oracle_dir,
+    value_quality,
+)
+
+
+@pytest.fixture(scope="module")
+def pendulum_oracle():
+    return load_oracle("pendulum")
+
+
+def test_shipped_pendulum_oracle_is_an_expert(pendulum_oracle):
+    mean, _ = evaluate_policy(pendulum_oracle.policy("expert"), pendulum_oracle.spec, n_episodes=5, seed=7)
+    assert mean >= -250.0  # target -200 on 20 episodes; 5 episodes are noisier
+    spec = load_env_spec("pendulum")
+    assert spec.has_normalisation
+    assert spec.oracle_return > spec.random_return
+
+
+def test_skill_levels_span_random_to_expert(pendulum_oracle):
+    manifest = pendulum_oracle.manifest
+    assert len(manifest.levels) >= 4
+    returns = [level.mean_return for level in manifest.levels]
+    assert returns == sorted(returns)
+    assert returns[0] < manifest.random_return + 0.5 * (manifest.oracle_return - manifest.random_return)
+    assert returns[-1] > returns[0] + 200.0
+
+
+def test_value_function_is_meaningful(pendulum_oracle):
+    quality = value_quality(pendulum_oracle, episodes=5)
+    assert quality["pearson"] >= 0.9
+    assert quality["spearman_transient"] >= 0.8
+
+
+def test_value_and_q_shapes_and_consistency(pendulum_oracle):
+    rng = np.random.default_rng(0)
+    theta = rng.uniform(-np.pi, np.pi, 64)
+    obs = np.stack([np.cos(theta), np.sin(theta), rng.uniform(-8, 8, 64)], axis=1)
+    v = pendulum_oracle.value(obs)
+    assert v.shape == (64,)
+    np.testing.assert_allclose(v, pendulum_oracle.value(obs))  # deterministic
+    q_expert = pendulum_oracle.q_value(obs, pendulum_oracle.policy("expert")(obs))
+    q_bad = pendulum_oracle.q_value(obs, -pendulum_oracle.policy("expert")(obs))
+    assert q_expert.shape == (64,)
+    # the expert's own action is better than its mirror image on most states
+    assert np.mean(q_expert > q_bad) > 0.7
+    # upright and still is worth more than hanging down
+    up, down = np.array([[1.0, 0.0, 0.0]]), np.array([[-1.0, 0.0, 0.0]])
+    assert pendulum_oracle.value(up)[0] > pendulum_oracle.value(down)[0]
+
+
+def test_missing_and_corrupted_checkpoints_say_how_to_train(tmp_path):
+    spec = load_env_spec("pendulum")
+    with pytest.raises(OracleError, match="prefrl oracle train --env pendulum"):
+        load_oracle(spec, directory=tmp_path / "nothing")
+    broken = tmp_path / "broken"
+    shutil.copytree(oracle_dir(spec), broken)
+    (broken / "expert.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(OracleError, match=r"corrupted.*prefrl oracle train"):
+        load_oracle(spec, directory=broken)
+    bad_manifest = tmp_path / "bad_manifest"
+    shutil.copytree(oracle_dir(spec), bad_manifest)
+    (bad_manifest / "manifest.json").write_text("{not json")
+    with pytest.raises(OracleError, match=r"manifest.*corrupted"):
+        load_oracle(spec, directory=bad_manifest)
+
+
+def test_env_without_oracle_gives_clear_error():
+    with pytest.raises(OracleError, match="prefrl oracle train --env halfcheetah"):
+        load_oracle("halfcheetah")
+
+
+def test_pick_levels_spreads_over_skill():
+    returns = list(np.linspace(-1200, -120, 40))
+    chosen = _pick_levels(returns, r_random=-1200, r_expert=-120, n_levels=5)
+    picked = [returns[i] for i in chosen]
+    assert len(chosen) == 5
+    assert picked == sorted(picked)
+    assert picked[0] < -900 and picked[-1] > -300
+
+
+def test_oracle_config_validation():
+    config = load_oracle_config("pendulum")
+    assert config["algo"] == "sac" and config["total_steps"] == 20000
+    assert json.dumps(config)  # plain data
