@@ -39,8 +39,6 @@ class Rater(ABC):
         """Label ``pairs`` (``[M, 2]`` indices into ``segments``); skipped queries are removed."""
         pairs = np.asarray(pairs)
         labels, answered = self.label_array(segments, pairs, rng)
-        if answered.all():  # the common case: no copy of a large pair array
-            return PreferenceBatch(segments=segments, pairs=pairs, labels=labels)
         return PreferenceBatch(segments=segments, pairs=pairs[answered], labels=labels[answered])
 
     def label_array(

@@ -1,0 +1,15 @@
+"""The reference agent: SB3 PPO on the true env reward (the upper bound every preference agent is
+compared with, and the normalised-score anchor)."""
+
+from __future__ import annotations
+
+from prefrl.agents import register_agent
+from prefrl.agents.base import PPOAgent
+
+
+@register_agent
+class TrueRewardPPO(PPOAgent):
+    """PPO optimising the environment's true reward; needs no rater and asks no queries."""
+
+    name = "ppo"
+    requires_rater = False

@@ -1,0 +1,90 @@
+"""Agent configs: ``agents/<name>.yaml`` (rl-zoo convention) merged and validated.
+
+An agent YAML holds ``defaults:`` and ``envs: {<env spec name>: {...}}``. The resolved config is, in
+increasing priority: :data:`prefrl.agents.base.COMMON_DEFAULTS` < ``defaults`` < ``envs.<env>`` < user
+overrides; nested mappings (``ppo``, ``policy_kwargs``, ...) merge key by key. Every key is checked
+against the agent's schema (:meth:`prefrl.agents.base.Agent.config_schema`), so a misspelling fails
+before any training with the file, the key and a "did you mean" hint.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from prefrl.spec_utils import PROJECT_ROOT, SpecError, check_keys, deep_update, load_yaml, suggest
+
+#: where agent YAMLs live
+AGENTS_DIR = PROJECT_ROOT / "agents"
+
+
+def agent_config_path(agent_name: str) -> Path:
+    """``agents/<agent_name>.yaml``."""
+    return AGENTS_DIR / f"{agent_name}.yaml"
+
+
+def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any], where: str) -> None:
+    """Check ``config`` keys against ``schema`` (key -> nested allowed keys, nested schema or ``None``)."""
+    check_keys(config, schema, where)
+    for key, allowed in schema.items():
+        value = config.get(key)
+        if allowed is None or value is None:
+            continue
+        if isinstance(allowed, Mapping):
+            validate_config(value, allowed, f"{where}: {key}")
+        else:
+            check_keys(value, allowed, f"{where}: {key}")
+
+
+def _check_env_names(env_overrides: Mapping[str, Any], where: str) -> None:
+    # a misspelt env name would silently drop its overrides; warn rather than fail, because an agent
+    # YAML may carry settings for env specs that are not installed in this checkout
+    from prefrl.envs import list_env_specs
+
+    known = list_env_specs()
+    for name in env_overrides:
+        if name not in known:
+            warnings.warn(
+                f"{where}: no env spec named '{name}'{suggest(str(name), known)}; its overrides are unused",
+                stacklevel=3,
+            )
+
+
+def load_agent_config(
+    agent_name: str,
+    env_name: str,
+    overrides: Mapping[str, Any] | None = None,
+    path: str | Path | None = None,
+) -> dict[str, Any]:
+    """The resolved config of ``agent_name`` on env spec ``env_name``.
+
+    :param agent_name: registered agent name (its YAML is ``agents/<agent_name>.yaml`` unless ``path``)
+    :param env_name: env spec name (``"pendulum"``), the key looked up under ``envs:``
+    :param overrides: user overrides, merged last (nested mappings merge)
+    :param path: a different agent YAML
+    :raises SpecError: unknown agent, malformed file, or an unknown key (naming the file and the key)
+    """
+    from prefrl.agents import get_agent_class
+    from prefrl.agents.base import COMMON_DEFAULTS
+
+    cls = get_agent_class(agent_name)
+    path = agent_config_path(agent_name) if path is None else Path(path)
+    data = load_yaml(path)
+    check_keys(data, ("defaults", "envs"), str(path))
+    schema = cls.config_schema()
+    defaults = data.get("defaults") or {}
+    validate_config(defaults, schema, f"{path}: defaults")
+    env_overrides = data.get("envs") or {}
+    if not isinstance(env_overrides, Mapping):
+        raise SpecError(f"{path}: envs: expected a mapping of env spec name -> overrides")
+    _check_env_names(env_overrides, f"{path}: envs")
+    for env_key, env_config in env_overrides.items():
+        validate_config(env_config or {}, schema, f"{path}: envs.{env_key}")
+    config = deep_update(COMMON_DEFAULTS, defaults)
+    config = deep_update(config, env_overrides.get(env_name) or {})
+    if overrides:
+        validate_config(overrides, schema, f"overrides for agent '{agent_name}'")
+        config = deep_update(config, overrides)
+    return config

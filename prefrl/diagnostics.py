@@ -1,0 +1,213 @@
+"""Rater diagnostics: how a rater's labels differ from the noise-free partial-return labels.
+
+:func:`rate_report` collects segments from an env, samples pairs and triples, and reports per rater:
+queries answered, tie share, skip share, agreement with the noise-free ``partial_return`` labels, the
+measured cycle rate (intransitive triples) and the labelling throughput. :func:`format_report` prints it
+as a table (``prefrl rate``). :func:`cycle_rate` works for any rater.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from prefrl.raters.base import Rater
+from prefrl.raters.partial_return import PartialReturnRater
+from prefrl.raters.registry import make_rater
+from prefrl.types import SegmentBatch
+
+if TYPE_CHECKING:
+    from prefrl.envs import EnvSpec
+    from prefrl.raters.regret import QFn, ValueFn
+
+
+def cycle_rate(rater: Rater, segments: SegmentBatch, triples: np.ndarray, rng: np.random.Generator) -> float:
+    """Fraction of triples ``(a, b, c)`` on which the rater's strict labels form a cycle.
+
+    Each triple is queried as ``(a, b)``, ``(b, c)``, ``(c, a)``; it is intransitive when all three labels
+    are strict (not 0.5) and point the same way round the triangle (``a > b > c > a`` or the reverse).
+    Triples with a skipped query are left out of the denominator.
+
+    :param triples: ``[T, 3]`` segment indices (e.g. :func:`prefrl.segments.sample_triples`).
+    :returns: cycles / triples with all three queries answered (0.0 if there are none).
+    """
+    triples = np.asarray(triples)
+    if triples.ndim != 2 or triples.shape[1] != 3:
+        raise ValueError(f"triples must be [T, 3], got shape {triples.shape}")
+    a, b, c = triples[:, 0], triples[:, 1], triples[:, 2]
+    pairs = np.concatenate([np.stack([a, b], 1), np.stack([b, c], 1), np.stack([c, a], 1)])
+    labels, answered = rater.label_array(segments, pairs, rng)
+    t = triples.shape[0]
+    labels, answered = labels.reshape(3, t), answered.reshape(3, t)
+    complete = answered.all(axis=0)
+    with np.errstate(invalid="ignore"):  # NaN labels of skipped queries compare False
+        strict = (labels != 0.5).all(axis=0)
+        first_wins = labels > 0.5
+    same_way = first_wins.all(axis=0) | (~first_wins).all(axis=0)
+    cycles = complete & strict & same_way
+    num_complete = int(complete.sum())
+    return float(cycles.sum() / num_complete) if num_complete else 0.0
+
+
+def agreement(labels: np.ndarray, reference: np.ndarray) -> float:
+    """Mean ``1 - |y - y_ref|`` over pairs: 1 for the same strict label, 0.5 for a tie vs a strict one."""
+    if labels.size == 0:
+        return float("nan")
+    return float(np.mean(1.0 - np.abs(labels - reference)))
+
+
+def _throughput(rater: Rater, segments: SegmentBatch, pairs: np.ndarray, seed: int, repeats: int) -> float:
+    """Pairs per second of ``rater.label`` alone (best of ``repeats``)."""
+    best = float("inf")
+    for r in range(repeats):
+        rng = np.random.default_rng([seed, r])
+        start = time.perf_counter()
+        rater.label(segments, pairs, rng)
+        best = min(best, time.perf_counter() - start)
+    return len(pairs) / max(best, 1e-9)
+
+
+def policy_segments(
+    spec: EnvSpec, policy: Any, num_segments: int, segment_length: int | None, seed: int
+) -> SegmentBatch:
+    """Segments from a named policy: ``random``, ``mixed``, ``oracle:<checkpoint>``, or any policy object.
+
+    ``mixed`` splits the segments evenly between a random policy and every checkpoint of the env's oracle
+    (worst to best); each segment's ``source`` is its policy's index (0 = random).
+    """
+    from prefrl.segments import collect_segments
+
+    if isinstance(policy, str) and (policy == "mixed" or policy.startswith("oracle:")):
+        from prefrl.oracle import load_oracle
+
+        oracle = load_oracle(spec)
+        names = oracle.checkpoint_names if policy == "mixed" else [policy.split(":", 1)[1]]
+        policies: list[Any] = (["random"] if policy == "mixed" else []) + [oracle.policy(n) for n in names]
+        shares = np.array_split(np.arange(num_segments), len(policies))
+        batches = [
+            collect_segments(spec, p, len(share), segment_length, seed + k, source=k)
+            for k, (p, share) in enumerate(zip(policies, shares, strict=True))
+            if len(share)
+        ]
+        return SegmentBatch.concatenate(batches)
+    return collect_segments(spec, policy, num_segments, segment_length, seed)
+
+
+def rate_report(
+    env_spec: EnvSpec | str,
+    rater_specs: Sequence[str],
+    num_pairs: int,
+    policy: Any = "random",
+    seed: int = 0,
+    num_segments: int | None = None,
+    num_triples: int | None = None,
+    segment_length: int | None = None,
+    repeats: int = 3,
+    value_fn: ValueFn | None = None,
+    q_fn: QFn | None = None,
+) -> dict[str, Any]:
+    """Label the same sampled pairs with every rater and compare them.
+
+    :param env_spec: env spec or its name.
+    :param rater_specs: rater spec strings (:func:`prefrl.raters.make_rater`); a single string is accepted.
+    :param num_pairs: pairs to label (uniform over the collected segments).
+    :param policy: rollout policy (see :func:`policy_segments`): ``"random"``, ``"mixed"`` (the oracle's
+        skill-graded checkpoints and random, in equal shares), ``"oracle:<checkpoint>"``, a callable or an
+        SB3 model.
+    :param seed: seeds the rollouts, the pair/triple sampling and the raters' draws.
+    :param num_segments: segments to collect (default ``clip(num_pairs // 5, 100, 1000)``).
+    :param num_triples: triples for the cycle rate (default ``min(num_pairs, 10000)``).
+    :param segment_length: ``H`` (default: the env spec's).
+    :param repeats: timing repeats for the throughput (best is kept).
+    :param value_fn: ``V*`` for regret raters (default: the registered oracle provider).
+    :param q_fn: ``Q*`` for regret raters with ``form=advantage``.
+    :returns: ``{"env", "policy", "seed", "num_segments", "segment_length", "num_pairs", "num_triples",
+        "raters": [{"rater", "queries", "tie_share", "skip_share", "agreement", "cycle_rate",
+        "pairs_per_s"}, ...]}`` (JSON-serialisable; ``agreement`` is ``None`` if nothing was answered).
+    """
+    from prefrl.envs import load_env_spec
+    from prefrl.segments import sample_pairs, sample_triples
+
+    spec = load_env_spec(env_spec)
+    if isinstance(rater_specs, str):
+        rater_specs = [rater_specs]
+    if num_pairs < 1:
+        raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
+    # build every rater first so a typo fails before any env step
+    raters = [make_rater(s, spec, value_fn=value_fn, q_fn=q_fn) for s in rater_specs]
+    n = int(num_segments) if num_segments is not None else int(np.clip(num_pairs // 5, 100, 1000))
+    t = int(num_triples) if num_triples is not None else min(num_pairs, 10_000)
+
+    segments = policy_segments(spec, policy, n, segment_length, seed)
+    rng = np.random.default_rng(seed)
+    pairs = sample_pairs(segments.num_segments, num_pairs, rng)
+    triples = sample_triples(segments.num_segments, t, rng)
+    reference, _ = PartialReturnRater().label_array(segments, pairs, rng)
+
+    rows = []
+    for spec_str, rater in zip(rater_specs, raters, strict=True):
+        labels, answered = rater.label_array(segments, pairs, np.random.default_rng([seed, 1]))
+        queries = rater.num_queries
+        given = labels[answered]
+        agree = agreement(given, reference[answered]) if given.size else None
+        rows.append(
+            {
+                "rater": spec_str,
+                "queries": int(queries),
+                "tie_share": float(np.mean(given == 0.5)) if given.size else 0.0,
+                "skip_share": float(1.0 - answered.mean()),
+                "agreement": agree,
+                "cycle_rate": cycle_rate(rater, segments, triples, np.random.default_rng([seed, 2])),
+                "pairs_per_s": _throughput(rater, segments, pairs, seed, repeats),
+            }
+        )
+    return {
+        "env": spec.name,
+        "policy": policy if isinstance(policy, str) else type(policy).__name__,
+        "seed": int(seed),
+        "num_segments": int(segments.num_segments),
+        "segment_length": int(segments.length),
+        "num_pairs": int(num_pairs),
+        "num_triples": int(t),
+        "raters": rows,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A readable table of :func:`rate_report`'s result."""
+    header = (
+        f"env {report['env']}  policy {report['policy']}  seed {report['seed']}  "
+        f"{report['num_segments']} segments x {report['segment_length']} steps  "
+        f"{report['num_pairs']:,} pairs  {report['num_triples']:,} triples"
+    )
+    columns = ("rater", "queries", "ties", "skipped", "agree", "cycles", "pairs/s")
+    body = []
+    for row in report["raters"]:
+        agree = "-" if row["agreement"] is None else f"{row['agreement']:.3f}"
+        body.append(
+            (
+                row["rater"],
+                f"{row['queries']:,}",
+                f"{row['tie_share']:.3f}",
+                f"{row['skip_share']:.3f}",
+                agree,
+                f"{row['cycle_rate']:.4f}",
+                f"{row['pairs_per_s']:,.0f}",
+            )
+        )
+    widths = [max(len(columns[i]), *(len(r[i]) for r in body)) if body else len(columns[i]) for i in range(7)]
+
+    def line(cells: Sequence[str]) -> str:
+        first = f"{cells[0]:<{widths[0]}}"
+        rest = "  ".join(f"{c:>{w}}" for c, w in zip(cells[1:], widths[1:], strict=True))
+        return f"{first}  {rest}"
+
+    rule = "-" * len(line(columns))
+    notes = (
+        "agree: mean 1 - |y - y_ref| vs noise-free partial_return on answered pairs (tie vs strict = 0.5); "
+        "cycles: share of answered triples with a strict a>b>c>a cycle"
+    )
+    return "\n".join([header, rule, line(columns), rule, *(line(r) for r in body), rule, notes])

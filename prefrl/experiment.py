@@ -1,0 +1,274 @@
+"""One run: (env spec, agent, rater spec, seed, budgets) -> one run directory.
+
+A run directory holds::
+
+    config.yaml    resolved config + env, agent, rater spec, seed, budgets
+    meta.json      git commit, package versions, hostname, start/end time
+    progress.csv   one row per evaluation (true return, normalised score, queries, agent metrics, losses)
+    tb/            TensorBoard events
+    policy.zip     the final policy (agent.save)
+    done           written last, atomically: the run finished
+
+A directory with ``done`` is skipped (resumable sweeps); a directory without it is a previous attempt that
+was interrupted, and is cleared before the run starts again, so halves of two attempts never mix. A failed
+run leaves ``error.txt`` with the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+from stable_baselines3.common.utils import set_random_seed
+
+from prefrl.agents import get_agent_class, make_agent
+from prefrl.config import load_agent_config
+from prefrl.envs import load_env_spec
+from prefrl.evaluation import ProgressHook
+from prefrl.spec_utils import PROJECT_ROOT, SpecError
+
+logger = logging.getLogger(__name__)
+
+#: root of the default run directories (relative to the working directory)
+DEFAULT_RUNS_ROOT = Path("runs")
+
+#: files that mark a directory as a prefrl run directory (safe to clear when unfinished)
+_RUN_MARKERS = ("config.yaml", "meta.json")
+
+#: packages whose versions are recorded in meta.json
+_PACKAGES = ("prefrl", "torch", "gymnasium", "mujoco", "stable-baselines3", "numpy")
+
+
+def _path_part(text: str) -> str:
+    # rater specs such as "mistake:eps=0.2" become one safe path component
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).strip("_") or "none"
+
+
+def default_run_dir(
+    env: str, agent: str, rater: str | None, seed: int, root: str | Path = DEFAULT_RUNS_ROOT
+) -> Path:
+    """``<root>/<env>/<agent>/<rater or none>/seed<seed>``."""
+    return Path(root) / _path_part(env) / _path_part(agent) / _path_part(rater or "none") / f"seed{seed}"
+
+
+def is_done(run_dir: str | Path) -> bool:
+    """True if ``run_dir`` holds a finished run."""
+    return (Path(run_dir) / "done").is_file()
+
+
+def _git_commit() -> dict[str, Any]:
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip()
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": None if status is None else bool(status)}
+
+
+def _package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _prepare_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir``; clear it if it holds an unfinished attempt; refuse foreign non-empty dirs."""
+    if run_dir.exists():
+        if not run_dir.is_dir():
+            raise FileExistsError(f"run directory {run_dir} exists and is not a directory")
+        if any(run_dir.iterdir()):
+            if not any((run_dir / marker).exists() for marker in _RUN_MARKERS):
+                raise FileExistsError(
+                    f"{run_dir} is not empty and is not a prefrl run directory; choose another --out"
+                )
+            logger.warning("%s: clearing an unfinished previous attempt", run_dir)
+            shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _check_budget(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or int(value) != value:
+        raise SpecError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def resolve_run(
+    env: str,
+    agent: str,
+    rater: str | None,
+    seed: int,
+    steps: int | None = None,
+    queries: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    eval_freq: int | None = None,
+    n_eval_episodes: int | None = None,
+) -> dict[str, Any]:
+    """Validate every input and return the resolved run description (what config.yaml stores).
+
+    Raises :class:`SpecError` (or the rater's error) for any invalid input, before anything is trained.
+    A rater given to an agent that needs none is dropped with a warning (recorded as ``"none"``), so a
+    sweep may pair every agent with every rater.
+    """
+    env_spec = load_env_spec(env)
+    agent_cls = get_agent_class(agent)
+    if isinstance(rater, str) and rater.strip().lower() in ("", "none"):
+        rater = None
+    if rater is not None and not agent_cls.requires_rater:
+        warnings.warn(
+            f"agent '{agent}' does not use preferences; ignoring rater '{rater}' (recorded as 'none')",
+            stacklevel=3,
+        )
+        rater = None
+    if rater is None and agent_cls.requires_rater:
+        raise SpecError(f"agent '{agent}' learns from preferences and needs a rater (e.g. partial_return)")
+    config = load_agent_config(agent, env_spec.name, overrides)
+    if eval_freq is not None:
+        config["eval_freq"] = eval_freq
+    if n_eval_episodes is not None:
+        config["n_eval_episodes"] = n_eval_episodes
+    for key in ("eval_freq", "n_eval_episodes"):
+        if _check_budget(config[key], key) == 0:
+            raise SpecError(f"{key} must be positive, got {config[key]!r}")
+    total_steps = _check_budget(config["total_steps"] if steps is None else steps, "steps")
+    query_budget = _check_budget(config["queries"] if queries is None else queries, "queries")
+    # the budgets actually used, so config.yaml never shows two different ones
+    config["total_steps"], config["queries"] = total_steps, query_budget
+    if rater is not None:
+        from prefrl.raters import make_rater
+
+        make_rater(rater, env_spec)  # validates the rater spec now rather than after training starts
+    return {
+        "env": env_spec.name,
+        "agent": agent,
+        "rater": rater or "none",
+        "seed": int(seed),
+        "steps": total_steps,
+        "queries": query_budget,
+        "config": config,
+    }
+
+
+def run_experiment(
+    env: str,
+    agent: str,
+    rater: str | None,
+    seed: int,
+    steps: int | None = None,
+    queries: int | None = None,
+    out: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    eval_freq: int | None = None,
+    n_eval_episodes: int | None = None,
+    progress_bar: bool | None = None,
+) -> Path:
+    """Train ``agent`` on ``env`` with ``rater`` and write one run directory; return its path.
+
+    :param env: env spec name (``envs/<name>.yaml``), gymnasium id or path
+    :param agent: registered agent name
+    :param rater: rater spec string (``prefrl.raters.make_rater``) or ``None``/``"none"``
+    :param seed: run seed (same seed -> same returns in progress.csv)
+    :param steps: env-step budget (default: the config's ``total_steps``)
+    :param queries: query budget (default: the config's ``queries``)
+    :param out: the run directory (default :func:`default_run_dir` under ``runs/``)
+    :param overrides: agent config overrides (nested dict, merged last)
+    :param eval_freq: env steps between evaluations (overrides the config)
+    :param n_eval_episodes: episodes per evaluation (overrides the config)
+    :param progress_bar: show a progress bar (default: when stdout is a terminal)
+    """
+    run = resolve_run(env, agent, rater, seed, steps, queries, overrides, eval_freq, n_eval_episodes)
+    run_dir = Path(out) if out is not None else default_run_dir(run["env"], agent, run["rater"], seed)
+    if is_done(run_dir):
+        _warn_if_config_differs(run_dir, run)
+        logger.info("%s: already done, skipping", run_dir)
+        return run_dir
+    _prepare_run_dir(run_dir)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(run, sort_keys=False))
+    start = time.time()
+    meta: dict[str, Any] = {
+        **_git_commit(),
+        "packages": _package_versions(),
+        "python": platform.python_version(),
+        "hostname": socket.gethostname(),
+        "command": sys.argv,
+        "start_time": datetime.fromtimestamp(start, UTC).isoformat(),
+    }
+    _write_json(run_dir / "meta.json", meta)
+    try:
+        _train(run, run_dir, progress_bar)
+    except BaseException:
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+        raise
+    meta.update(end_time=datetime.now(UTC).isoformat(), wall_s=round(time.time() - start, 3))
+    _write_json(run_dir / "meta.json", meta)
+    # the marker goes last and atomically: a run directory with "done" is complete
+    tmp = run_dir / "done.tmp"
+    tmp.write_text(meta["end_time"] + "\n")
+    os.replace(tmp, run_dir / "done")
+    return run_dir
+
+
+def _train(run: Mapping[str, Any], run_dir: Path, progress_bar: bool | None) -> None:
+    env_spec = load_env_spec(run["env"])
+    config = run["config"]
+    seed = run["seed"]
+    set_random_seed(seed)
+    rater = None
+    if run["rater"] != "none":
+        from prefrl.raters import make_rater
+
+        rater = make_rater(run["rater"], env_spec)
+    agent = make_agent(run["agent"], env_spec, config, rater=rater, seed=seed)
+    if progress_bar is not None:
+        agent.progress_bar = progress_bar
+    hook = ProgressHook(env_spec, config["eval_freq"], config["n_eval_episodes"], seed, run_dir=run_dir)
+    try:
+        agent.learn(run["steps"], run["queries"], hook)
+        agent.save(run_dir / "policy.zip")
+    finally:
+        hook.close()
+        agent.close()
+
+
+def _warn_if_config_differs(run_dir: Path, run: Mapping[str, Any]) -> None:
+    try:
+        stored = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return
+    if stored != json.loads(json.dumps(run)):
+        differing = sorted(k for k in run if not isinstance(stored, dict) or stored.get(k) != run[k])
+        warnings.warn(
+            f"{run_dir} is done but was run with a different config ({', '.join(differing)}); "
+            "skipping it - delete the directory to run again",
+            stacklevel=3,
+        )
