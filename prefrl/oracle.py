@@ -35,6 +35,7 @@ import torch as th
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecNormalize
 
 from prefrl.envs import EnvSpec, load_env_spec, make_env, make_vec_env
 from prefrl.evaluation import evaluate_policy
@@ -108,27 +109,70 @@ def _how_to_train(spec: EnvSpec) -> str:
 
 def _build_model(spec: EnvSpec, algo: str, policy_kwargs: dict[str, Any], seed: int = 0) -> BaseAlgorithm:
     """An untrained SB3 model with the right architecture, to load saved weights into."""
+    from prefrl.agents.base import build_policy_kwargs
+
     return ALGOS[algo](
-        "MlpPolicy", make_env(spec, seed=seed), policy_kwargs=policy_kwargs, seed=seed, device="cpu"
+        "MlpPolicy",
+        make_env(spec, seed=seed),
+        policy_kwargs=build_policy_kwargs(policy_kwargs),
+        seed=seed,
+        device="cpu",
     )
 
 
-def _save_weights(policy: th.nn.Module, path: Path, actor_only: bool) -> None:
-    state = policy.state_dict()
+#: prefix of the observation-normalisation statistics stored beside the weights (PPO with VecNormalize)
+NORM_PREFIX = "normalization."
+
+
+@dataclass
+class Snapshot:
+    """Policy weights at one training step plus the observation statistics they were trained with."""
+
+    step: int
+    state: dict[str, th.Tensor]
+    norm: dict[str, th.Tensor]
+
+
+def _normalisation_of(model: BaseAlgorithm) -> dict[str, th.Tensor]:
+    """VecNormalize statistics of the model's env (empty if it has none)."""
+    venv = model.get_env()
+    if not isinstance(venv, VecNormalize):
+        return {}
+    return {
+        "obs_mean": th.as_tensor(venv.obs_rms.mean, dtype=th.float64),
+        "obs_var": th.as_tensor(venv.obs_rms.var, dtype=th.float64),
+        "clip_obs": th.tensor(float(venv.clip_obs), dtype=th.float64),
+        # the critic predicts returns of rewards divided by this scale
+        "reward_scale": th.tensor(
+            float(np.sqrt(venv.ret_rms.var + venv.epsilon)) if venv.norm_reward else 1.0, dtype=th.float64
+        ),
+    }
+
+
+def _snapshot(model: BaseAlgorithm, step: int) -> Snapshot:
+    state = {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+    return Snapshot(step, state, _normalisation_of(model))
+
+
+def _save_weights(snapshot: Snapshot, path: Path, actor_only: bool) -> None:
+    state = snapshot.state
     if actor_only:
         # skill-level checkpoints only need to act: keep the files small
         state = {k: v for k, v in state.items() if not k.startswith(("critic", "value_net", "vf"))}
     # float16 halves the shipped size; weights are cast back to float32 on load
     state = {k: v.detach().cpu().to(th.float16) if v.is_floating_point() else v for k, v in state.items()}
+    state.update({NORM_PREFIX + k: v for k, v in snapshot.norm.items()})  # statistics stay float64
     buffer = io.BytesIO()
     th.save(state, buffer)
     path.write_bytes(buffer.getvalue())
 
 
-def _load_weights(model: BaseAlgorithm, path: Path, spec: EnvSpec) -> None:
+def _load_weights(model: BaseAlgorithm, path: Path, spec: EnvSpec) -> dict[str, np.ndarray]:
+    """Load weights into ``model``; returns the stored observation-normalisation statistics."""
     try:
         state = th.load(path, map_location="cpu", weights_only=True)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        norm = {k[len(NORM_PREFIX) :]: v.numpy() for k, v in state.items() if k.startswith(NORM_PREFIX)}
+        state = {k: v.float() for k, v in state.items() if not k.startswith(NORM_PREFIX)}
         missing, unexpected = model.policy.load_state_dict(state, strict=False)
     except FileNotFoundError:
         raise OracleError(f"oracle checkpoint {path} is missing; {_how_to_train(spec)}") from None
@@ -142,6 +186,15 @@ def _load_weights(model: BaseAlgorithm, path: Path, spec: EnvSpec) -> None:
             f"oracle checkpoint {path} does not match the {model.__class__.__name__} architecture "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}); {_how_to_train(spec)}"
         )
+    return norm
+
+
+def _normalise(obs: np.ndarray, norm: dict[str, np.ndarray]) -> np.ndarray:
+    """Apply VecNormalize's observation transform with stored statistics (identity without them)."""
+    if not norm:
+        return np.asarray(obs, dtype=np.float32)
+    scaled = (np.asarray(obs) - norm["obs_mean"]) / np.sqrt(norm["obs_var"] + 1e-8)
+    return np.clip(scaled, -norm["clip_obs"], norm["clip_obs"]).astype(np.float32)
 
 
 class Oracle:
@@ -153,7 +206,9 @@ class Oracle:
         self.directory = directory
         self.n_action_samples = n_action_samples
         self._models: dict[str, BaseAlgorithm] = {}
+        self._norms: dict[str, dict[str, np.ndarray]] = {}
         self.model = self._model("expert")
+        self.norm = self._norms["expert"]
 
     @property
     def gamma(self) -> float:
@@ -173,23 +228,23 @@ class Oracle:
     def _model(self, name: str) -> BaseAlgorithm:
         if name not in self._models:
             model = _build_model(self.spec, self.manifest.algo, self.manifest.policy_kwargs)
-            _load_weights(model, self.directory / self._info(name).file, self.spec)
+            self._norms[name] = _load_weights(model, self.directory / self._info(name).file, self.spec)
             model.policy.set_training_mode(False)
             self._models[name] = model
         return self._models[name]
 
     def policy(self, name: str = "expert") -> Callable[[np.ndarray], np.ndarray]:
         """A deterministic ``obs [N, d] -> act [N, a]`` function for one checkpoint."""
-        model = self._model(name)
-        return lambda obs: model.predict(obs, deterministic=True)[0]
+        model, norm = self._model(name), self._norms[name]
+        return lambda obs: model.predict(_normalise(obs, norm), deterministic=True)[0]
 
     def checkpoint_return(self, name: str) -> float:
         return self._info(name).mean_return
 
     @th.no_grad()
     def value(self, obs: np.ndarray) -> np.ndarray:
-        """``V*(s)`` for a batch of observations ``[N, obs_dim]`` -> ``[N]``."""
-        obs_t = th.as_tensor(np.asarray(obs), dtype=th.float32)
+        """``V*(s)`` for a batch of observations ``[N, obs_dim]`` -> ``[N]`` (true-reward units)."""
+        obs_t = th.as_tensor(_normalise(obs, self.norm))
         policy = self.model.policy
         if isinstance(self.model, SAC):
             n = obs_t.shape[0]
@@ -201,14 +256,15 @@ class Oracle:
             th.random.set_rng_state(th_state)
             q = th.min(th.cat(policy.critic(repeated, actions), dim=1), dim=1).values
             return q.view(self.n_action_samples, n).mean(dim=0).numpy().astype(np.float64)
-        return policy.predict_values(obs_t).squeeze(-1).numpy().astype(np.float64)
+        scale = float(self.norm["reward_scale"]) if self.norm else 1.0
+        return scale * policy.predict_values(obs_t).squeeze(-1).numpy().astype(np.float64)
 
     @th.no_grad()
     def q_value(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
         """``Q*(s, a)`` (min over the twin critics) -> ``[N]``; SAC experts only."""
         if not isinstance(self.model, SAC):
             raise OracleError(f"{self.spec.name} oracle is {self.manifest.algo}: it has no Q function")
-        obs_t = th.as_tensor(np.asarray(obs), dtype=th.float32)
+        obs_t = th.as_tensor(_normalise(obs, self.norm))
         # SAC's critics are trained on actions rescaled to [-1, 1]
         act_t = th.as_tensor(self.model.policy.scale_action(np.asarray(act)), dtype=th.float32)
         q = th.cat(self.model.policy.critic(obs_t, act_t), dim=1)
@@ -245,18 +301,53 @@ def load_oracle(spec: EnvSpec | str, directory: Path | None = None) -> Oracle:
 
 
 class _SnapshotCallback(BaseCallback):
-    """Keeps an in-memory copy of the actor weights every ``every`` steps (candidate skill levels)."""
+    """Keeps an in-memory copy of the policy every ``every`` steps (candidate skill levels)."""
 
     def __init__(self, every: int):
         super().__init__()
         self.every = every
-        self.snapshots: list[tuple[int, dict[str, th.Tensor]]] = []
+        self.snapshots: list[Snapshot] = []
 
     def _on_step(self) -> bool:
         if self.num_timesteps % self.every == 0:
-            state = {k: v.detach().clone() for k, v in self.model.policy.state_dict().items()}
-            self.snapshots.append((self.num_timesteps, state))
+            self.snapshots.append(_snapshot(self.model, self.num_timesteps))
         return True
+
+
+def _train(
+    spec: EnvSpec, algo: str, config: dict[str, Any], steps: int, seed: int
+) -> tuple[BaseAlgorithm, list[Snapshot]]:
+    """Train with SB3; SAC from ``agents/oracle.yaml``, PPO with the tuned ``agents/ppo.yaml`` settings."""
+    snapshots = _SnapshotCallback(every=max(steps // 40, 1))
+    if algo == "sac":
+        venv = make_vec_env(spec, n_envs=1, seed=seed)
+        policy_kwargs = dict(config.get("policy_kwargs", {}))
+        model = SAC("MlpPolicy", venv, policy_kwargs=policy_kwargs, seed=seed, device="cpu", **config["sac"])
+        model.learn(steps, callback=snapshots, progress_bar=False)
+        return model, snapshots.snapshots
+
+    from prefrl.agents.base import PPOAgent
+    from prefrl.config import load_agent_config
+
+    class SnapshottingPPO(PPOAgent):
+        name = "ppo"
+
+        def extra_callbacks(self) -> list[BaseCallback]:
+            return [snapshots]
+
+    ppo_config = load_agent_config("ppo", spec.name, {"ppo": config.get("ppo", {})})
+    agent = SnapshottingPPO(spec, ppo_config, None, seed)
+    agent.learn(steps, 0, callback=None)
+    return agent.model, snapshots.snapshots
+
+
+def _policy_kwargs_of(spec: EnvSpec, algo: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The (serialisable) policy kwargs the expert was built with."""
+    if algo == "sac":
+        return dict(config.get("policy_kwargs", {}))
+    from prefrl.config import load_agent_config
+
+    return dict(load_agent_config("ppo", spec.name).get("policy_kwargs", {}))
 
 
 def _pick_levels(returns: list[float], r_random: float, r_expert: float, n_levels: int) -> list[int]:
@@ -296,25 +387,24 @@ def train_oracle(
         raise OracleError(f"unknown oracle algo '{algo}'; choose from {sorted(ALGOS)}")
     steps = int(steps or config["total_steps"])
     hyper = dict(config.get(algo, {}))
-    policy_kwargs = dict(config.get("policy_kwargs", {}))
     out = Path(out) if out else oracle_dir(spec)
     out.mkdir(parents=True, exist_ok=True)
 
-    n_envs = int(config.get("n_envs", 1)) if algo == "ppo" else 1
-    venv = make_vec_env(spec, n_envs=n_envs, seed=seed)
-    model = ALGOS[algo]("MlpPolicy", venv, policy_kwargs=policy_kwargs, seed=seed, device="cpu", **hyper)
-    snapshots = _SnapshotCallback(every=max(steps // 40, 1))
     start = time.time()
-    model.learn(steps, callback=snapshots, progress_bar=False)
+    model, snapshots = _train(spec, algo, config, steps, seed)
     wall = time.time() - start
 
-    def evaluate_state(state: dict[str, th.Tensor], episodes: int) -> tuple[float, float]:
-        model.policy.load_state_dict(state)
+    def evaluate_snapshot(snapshot: Snapshot, episodes: int) -> tuple[float, float]:
+        model.policy.load_state_dict(snapshot.state)
+        norm = {k: v.numpy() for k, v in snapshot.norm.items()}
         return evaluate_policy(
-            lambda o: model.predict(o, deterministic=True)[0], spec, n_episodes=episodes, seed=seed + 10_000
+            lambda o: model.predict(_normalise(o, norm), deterministic=True)[0],
+            spec,
+            n_episodes=episodes,
+            seed=seed + 10_000,
         )
 
-    final_state = {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+    final = _snapshot(model, model.num_timesteps)
     rng = np.random.default_rng(seed)
     low, high = spec.action_space.low, spec.action_space.high
     r_random, r_random_std = evaluate_policy(
@@ -323,34 +413,29 @@ def train_oracle(
         n_episodes=eval_episodes,
         seed=seed + 20_000,
     )
-    quick = [evaluate_state(state, 3)[0] for _, state in snapshots.snapshots]
-    r_final, r_final_std = evaluate_state(final_state, eval_episodes)
-    # the expert is the best of the last snapshots and the final policy (training can regress late)
+    quick = [evaluate_snapshot(snapshot, 3)[0] for snapshot in snapshots]
+    r_expert, r_expert_std = evaluate_snapshot(final, eval_episodes)
+    expert_snapshot = final
+    # the expert is the better of the final policy and the best snapshot (training can regress late)
     best = int(np.argmax(quick)) if quick else -1
-    expert_state, expert_step = final_state, steps
-    r_expert, r_expert_std = r_final, r_final_std
-    if best >= 0 and quick[best] > r_final:
-        cand_ret, cand_std = evaluate_state(snapshots.snapshots[best][1], eval_episodes)
-        if cand_ret > r_final:
-            expert_step, expert_state = snapshots.snapshots[best]
-            r_expert, r_expert_std = cand_ret, cand_std
-    model.policy.load_state_dict(expert_state)
-    _save_weights(model.policy, out / "expert.pt", actor_only=False)
-    expert = CheckpointInfo("expert", expert_step, r_expert, r_expert_std, "expert.pt")
+    if best >= 0 and quick[best] > r_expert:
+        cand_ret, cand_std = evaluate_snapshot(snapshots[best], eval_episodes)
+        if cand_ret > r_expert:
+            expert_snapshot, r_expert, r_expert_std = snapshots[best], cand_ret, cand_std
+    _save_weights(expert_snapshot, out / "expert.pt", actor_only=False)
+    expert = CheckpointInfo("expert", expert_snapshot.step, r_expert, r_expert_std, "expert.pt")
 
     levels: list[CheckpointInfo] = []
     for rank, index in enumerate(_pick_levels(quick, r_random, r_expert, n_levels)):
-        step, state = snapshots.snapshots[index]
-        mean, std = evaluate_state(state, min(eval_episodes, 10))
-        model.policy.load_state_dict(state)
+        mean, std = evaluate_snapshot(snapshots[index], min(eval_episodes, 10))
         file = f"level{rank}.pt"
-        _save_weights(model.policy, out / file, actor_only=True)
-        levels.append(CheckpointInfo(f"level{rank}", step, mean, std, file))
+        _save_weights(snapshots[index], out / file, actor_only=True)
+        levels.append(CheckpointInfo(f"level{rank}", snapshots[index].step, mean, std, file))
 
     manifest = OracleManifest(
         env=spec.name,
         algo=algo,
-        policy_kwargs=policy_kwargs,
+        policy_kwargs=_policy_kwargs_of(spec, algo, config),
         hyperparams=hyper,
         gamma=float(model.gamma),
         seed=seed,

@@ -99,3 +99,25 @@ def test_oracle_config_validation():
     config = load_oracle_config("pendulum")
     assert config["algo"] == "sac" and config["total_steps"] == 20000
     assert json.dumps(config)  # plain data
+
+
+def test_ppo_oracle_round_trip_keeps_normalisation(tmp_path):
+    """A (tiny) PPO expert with VecNormalize: the saved checkpoint acts like the trained model."""
+    import torch as th
+
+    from prefrl.oracle import NORM_PREFIX, train_oracle
+
+    out = train_oracle("reacher", steps=1024, seed=0, out=tmp_path / "reacher", update_spec=False,
+                       eval_episodes=2, verbose=False)  # fmt: skip
+    state = th.load(out / "expert.pt", weights_only=True)
+    assert {NORM_PREFIX + "obs_mean", NORM_PREFIX + "obs_var", NORM_PREFIX + "reward_scale"} <= set(state)
+    oracle = load_oracle("reacher", directory=out)
+    assert oracle.manifest.algo == "ppo" and len(oracle.manifest.levels) >= 1
+    obs = np.random.default_rng(0).standard_normal((16, 10))
+    assert oracle.value(obs).shape == (16,)
+    assert oracle.policy("expert")(obs).shape == (16, 2)
+    with pytest.raises(OracleError, match="no Q function"):
+        oracle.q_value(obs, np.zeros((16, 2)))
+    # the recorded expert return is reproduced by the loaded checkpoint (same normalisation)
+    mean, _ = evaluate_policy(oracle.policy("expert"), oracle.spec, n_episodes=2, seed=10_000)
+    assert mean == pytest.approx(oracle.manifest.oracle_return, abs=1.0)
