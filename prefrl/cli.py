@@ -42,8 +42,20 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = _parse_value(value)
     return overrides
+
+
+def _parse_value(raw: str) -> Any:
+    """YAML scalar/list parsing, except that ``3e-4`` is a float (YAML 1.1 would keep it a string)."""
+    try:
+        return int(raw)
+    except ValueError:
+        pass
+    try:
+        return float(raw)
+    except ValueError:
+        return yaml.safe_load(raw)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
