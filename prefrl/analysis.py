@@ -11,7 +11,7 @@ so studies can be analysed from Python without knowing the directory layout.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +98,276 @@ def summary_table(table: pd.DataFrame, metric: str = "true_return_mean") -> pd.D
         if column in last and column != metric:
             summary[f"{column}"] = grouped[column].mean()
     return summary.reset_index()
+
+
+# --------------------------------------------------------------------------------------------------
+# Aggregates across seeds and envs (rliable)
+# --------------------------------------------------------------------------------------------------
+
+#: the aggregate metrics reported everywhere, in order
+AGGREGATES = ("IQM", "Mean")
+
+
+def algorithm_label(agent: str, rater: str) -> str:
+    """How an (agent, rater) pair is named in aggregates: ``"spo [regret]"``; ``"ppo"`` without a rater."""
+    return agent if rater in ("none", "", None) else f"{agent} [{rater}]"
+
+
+def has_normalised_scores(table: pd.DataFrame) -> bool:
+    """True if every evaluation in ``table`` has a normalised score (the env specs give both anchors)."""
+    return "normalised_score" in table and len(table) > 0 and bool(table["normalised_score"].notna().all())
+
+
+def score_metric(table: pd.DataFrame) -> str:
+    """``"normalised_score"`` when every row has one, else ``"true_return_mean"``."""
+    return "normalised_score" if has_normalised_scores(table) else "true_return_mean"
+
+
+def _aggregate_fn(scores: np.ndarray) -> np.ndarray:
+    from rliable import metrics
+
+    return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_mean(scores)])
+
+
+def bootstrap_ci(
+    func: Callable[..., np.ndarray],
+    *scores: np.ndarray,
+    reps: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Point estimate and percentile CI of ``func(*scores)`` by stratified bootstrap over runs.
+
+    Each score array is ``[runs, tasks, ...]``; every replicate resamples runs with replacement
+    independently within each task (the stratification) and independently across arrays, which is
+    rliable's ``StratifiedBootstrap`` (one array) / ``StratifiedIndependentBootstrap`` (several) with
+    the percentile method. Done here rather than through ``rliable.library`` because that module needs
+    ``arch`` < 8, which does not import under pandas 3; the statistics themselves (``func``) are
+    rliable's metrics.
+
+    :param func: aggregate ``(*[runs, tasks, ...]) -> array``
+    :param reps: bootstrap replicates
+    :param seed: seeds the resampling (same seed, same interval)
+    :param confidence: interval coverage
+    :returns: ``(point, interval)``; ``interval`` is ``[2 (low, high), *point.shape]``
+    """
+    arrays = [np.asarray(s, dtype=float) for s in scores]
+    for a in arrays:
+        if a.ndim < 2 or a.shape[0] < 1:
+            raise ValueError(f"scores must be [runs >= 1, tasks, ...], got shape {a.shape}")
+    rng = np.random.default_rng(seed)
+    point = np.asarray(func(*arrays), dtype=float)
+    samples = np.empty((reps, *point.shape))
+    for r in range(reps):
+        resampled = []
+        for a in arrays:
+            runs, tasks = a.shape[:2]
+            index = rng.integers(0, runs, size=(runs, tasks)).reshape(runs, tasks, *([1] * (a.ndim - 2)))
+            resampled.append(np.take_along_axis(a, index, axis=0))
+        samples[r] = func(*resampled)
+    tail = 50.0 * (1.0 - confidence)
+    interval = np.percentile(samples, [tail, 100.0 - tail], axis=0)
+    return point, interval
+
+
+def score_matrices(table: pd.DataFrame, metric: str) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Final scores per algorithm as rliable matrices ``[runs, tasks]`` (tasks = envs, sorted).
+
+    rliable needs the same tasks for every algorithm, so only envs that every algorithm of ``table`` ran
+    on are used; each algorithm keeps its smallest per-env number of seeds (lowest seeds first) so that its
+    matrix is rectangular.
+
+    :returns: ``({algorithm: [runs, tasks]}, tasks)``
+    """
+    last = final_scores(table).dropna(subset=[metric])
+    if last.empty:
+        return {}, []
+    last = last.assign(
+        algorithm=[algorithm_label(a, r) for a, r in zip(last["agent"], last["rater"], strict=True)]
+    )
+    envs_per_algo = last.groupby("algorithm")["env"].apply(set)
+    tasks = sorted(set.intersection(*envs_per_algo.tolist()))
+    matrices: dict[str, np.ndarray] = {}
+    for algorithm, runs in last[last["env"].isin(tasks)].groupby("algorithm", sort=True):
+        columns = [runs[runs["env"] == env].sort_values("seed")[metric].to_numpy(float) for env in tasks]
+        n = min(len(c) for c in columns)
+        matrices[str(algorithm)] = np.stack([c[:n] for c in columns], axis=1)
+    return matrices, tasks
+
+
+def interval_estimates(
+    scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """IQM and mean (:data:`AGGREGATES`) with 95% stratified-bootstrap CIs per algorithm.
+
+    :param scores: ``{algorithm: [runs, tasks]}``
+    :returns: ``(points {alg: [2]}, intervals {alg: [2 (low, high), 2 (metric)]})`` as rliable returns them
+    """
+    points, intervals = {}, {}
+    for algorithm, matrix in scores.items():
+        points[algorithm], intervals[algorithm] = bootstrap_ci(_aggregate_fn, matrix, reps=reps, seed=seed)
+    return points, intervals
+
+
+def aggregate_groups(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame, str]]:
+    """How envs are pooled for aggregates: ``[(group name, rows, metric)]``.
+
+    With normalised scores for every env and more than one env, all envs form one group (``"all envs"``,
+    envs are rliable tasks); otherwise each env is its own group, scored on the normalised score if it has
+    one, else on the true return (raw returns of different envs are never pooled).
+    """
+    envs = sorted(table["env"].unique())
+    if len(envs) > 1 and has_normalised_scores(table):
+        return [("all envs", table, "normalised_score")]
+    return [(env, rows, score_metric(rows)) for env, rows in ((e, table[table["env"] == e]) for e in envs)]
+
+
+def aggregate_table(table: pd.DataFrame, reps: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Final IQM and mean with 95% CIs per aggregate group (:func:`aggregate_groups`) and algorithm.
+
+    Columns: ``group, metric, algorithm, runs, tasks, iqm, iqm_low, iqm_high, mean, mean_low, mean_high``.
+    """
+    rows = []
+    for group, rows_table, metric in aggregate_groups(table):
+        scores, tasks = score_matrices(rows_table, metric)
+        if not scores:
+            continue
+        points, intervals = interval_estimates(scores, reps, seed)
+        for algorithm, matrix in scores.items():
+            point, ci = points[algorithm], intervals[algorithm]
+            rows.append(
+                {
+                    "group": group,
+                    "metric": metric,
+                    "algorithm": algorithm,
+                    "runs": matrix.shape[0],
+                    "tasks": len(tasks),
+                    "iqm": point[0],
+                    "iqm_low": ci[0, 0],
+                    "iqm_high": ci[1, 0],
+                    "mean": point[1],
+                    "mean_low": ci[0, 1],
+                    "mean_high": ci[1, 1],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def improvement_pairs(algorithms: Iterable[str], max_pairs: int = 30) -> list[tuple[str, str]]:
+    """Pairs ``(X, Y)`` worth comparing: same rater, or one of them uses no rater (a reference agent).
+
+    Comparing an agent under rater A with another under rater B mixes two effects, so such pairs are left
+    out. At most ``max_pairs`` pairs, in sorted order.
+    """
+
+    def rater_of(label: str) -> str | None:
+        return label[label.index("[") + 1 : -1] if label.endswith("]") and "[" in label else None
+
+    algorithms = sorted(algorithms)
+    pairs = []
+    for i, x in enumerate(algorithms):
+        for y in algorithms[i + 1 :]:
+            rx, ry = rater_of(x), rater_of(y)
+            if rx == ry or rx is None or ry is None:
+                pairs.append((x, y))
+    return pairs[:max_pairs]
+
+
+def improvement_probability(scores_x: np.ndarray, scores_y: np.ndarray) -> float:
+    """P(X > Y) averaged over tasks: the Mann-Whitney U statistic over ``n_x * n_y`` per task.
+
+    Same value as rliable's ``metrics.probability_of_improvement`` (ties count one half), computed by
+    broadcasting instead of one scipy call per task, which matters inside a 2000-replicate bootstrap.
+
+    :param scores_x: ``[runs_x, tasks]``
+    :param scores_y: ``[runs_y, tasks]``
+    """
+    x, y = np.asarray(scores_x, float)[:, None, :], np.asarray(scores_y, float)[None, :, :]
+    per_task = (x > y).mean(axis=(0, 1)) + 0.5 * (x == y).mean(axis=(0, 1))
+    return float(per_task.mean())
+
+
+def probability_of_improvement(
+    scores: dict[str, np.ndarray],
+    pairs: Iterable[tuple[str, str]] | None = None,
+    reps: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """P(X > Y) (:func:`improvement_probability`, rliable's definition) with 95% bootstrap CIs.
+
+    :param scores: ``{algorithm: [runs, tasks]}`` (same tasks; run counts may differ)
+    :param pairs: ``(X, Y)`` pairs (default :func:`improvement_pairs`)
+    :returns: columns ``x, y, probability, low, high`` (0.5 = no difference)
+    """
+    pairs = list(improvement_pairs(scores) if pairs is None else pairs)
+    rows = []
+    for x, y in pairs:
+        point, interval = bootstrap_ci(improvement_probability, scores[x], scores[y], reps=reps, seed=seed)
+        rows.append(
+            {
+                "x": x,
+                "y": y,
+                "probability": float(point),
+                "low": float(interval[0]),
+                "high": float(interval[1]),
+            }
+        )
+    return pd.DataFrame(rows, columns=["x", "y", "probability", "low", "high"])
+
+
+def summary_with_ci(table: pd.DataFrame, reps: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per (env, agent, rater): final IQM and mean over seeds with 95% bootstrap CIs, queries, wall time.
+
+    The score is the normalised score where the env has one, else the true return (column ``metric``).
+    Columns: ``env, agent, rater, metric, seeds, iqm, iqm_low, iqm_high, mean, mean_low, mean_high,
+    env_steps, queries, wall_s`` (budgets and wall time are means over seeds).
+    """
+    last = final_scores(table)
+    rows = []
+    for (env, agent, rater), runs in last.groupby(["env", "agent", "rater"], sort=True):
+        metric = score_metric(table[table["env"] == env])
+        values = runs[metric].dropna().to_numpy(float)
+        row: dict[str, object] = {"env": env, "agent": agent, "rater": rater, "metric": metric}
+        row["seeds"] = len(values)
+        if len(values):
+            (iqm_, mean_), ci = bootstrap_ci(_aggregate_fn, values[:, None], reps=reps, seed=seed)
+            row.update(iqm=iqm_, iqm_low=ci[0, 0], iqm_high=ci[1, 0], mean=mean_, mean_low=ci[0, 1],
+                       mean_high=ci[1, 1])  # fmt: skip
+        for column in ("env_steps", "queries", "wall_s"):
+            if column in runs:
+                row[column] = float(runs[column].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def rater_agreement(
+    env_spec: str,
+    rater_specs: Iterable[str],
+    num_pairs: int = 2000,
+    num_segments: int = 200,
+    policy: object = "random",
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Pairwise agreement between raters on the same pairs: ``[R, R]`` table (1 = identical labels).
+
+    Agreement of two raters is mean ``1 - |y_a - y_b|`` over the pairs both answered (a tie against a
+    strict label counts 0.5), as in :func:`prefrl.diagnostics.agreement`.
+    """
+    from prefrl.diagnostics import agreement
+    from prefrl.raters import make_rater
+    from prefrl.segments import collect_segments, sample_pairs
+
+    specs = list(dict.fromkeys(rater_specs))
+    raters = [make_rater(s, env_spec) for s in specs]
+    segments = collect_segments(env_spec, policy, num_segments, seed=seed)
+    pairs = sample_pairs(segments.num_segments, num_pairs, np.random.default_rng(seed))
+    labelled = [
+        r.label_array(segments, pairs, np.random.default_rng([seed, i])) for i, r in enumerate(raters)
+    ]
+    matrix = np.full((len(specs), len(specs)), np.nan)
+    for i, (yi, ai) in enumerate(labelled):
+        for j, (yj, aj) in enumerate(labelled):
+            both = ai & aj
+            if both.any():
+                matrix[i, j] = agreement(yi[both], yj[both])
+    return pd.DataFrame(matrix, index=specs, columns=specs)

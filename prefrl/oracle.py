@@ -530,10 +530,7 @@ def evaluate_oracle(env: str, episodes: int = 20, seed: int = 0) -> dict[str, An
     return report
 
 
-def default_value_fn(spec: EnvSpec) -> Callable[[np.ndarray], np.ndarray]:
-    """The regret rater's default ``V*``: the env's shipped oracle."""
-    return load_oracle(spec).value
-
-
-def default_q_fn(spec: EnvSpec) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    return load_oracle(spec).q_value
+def oracle_value_functions(spec: EnvSpec) -> tuple[Callable, Callable | None]:
+    """The regret rater's default ``(V*, Q*)``: the env's shipped oracle (``Q*`` for SAC experts only)."""
+    oracle = load_oracle(spec)
+    return oracle.value, (oracle.q_value if oracle.manifest.algo == "sac" else None)

@@ -23,11 +23,9 @@ if TYPE_CHECKING:
 
 def _oracle_value_functions(env_spec: "EnvSpec") -> tuple:
     """``regret`` with no value function uses the env's shipped oracle expert (``V*``, ``Q*``)."""
-    from prefrl.oracle import load_oracle  # lazy: torch/SB3 load only when regret is used
+    from prefrl.oracle import oracle_value_functions  # lazy: torch/SB3 load only when regret is used
 
-    oracle = load_oracle(env_spec)
-    q_fn = oracle.q_value if oracle.manifest.algo == "sac" else None
-    return oracle.value, q_fn
+    return oracle_value_functions(env_spec)
 
 
 set_default_value_fn_provider(_oracle_value_functions)

@@ -1,0 +1,334 @@
+"""RM-PPO: PPO on a reward model learned from preferences (Christiano et al. 2017).
+
+Loop, once per PPO rollout (inside SB3's loop, no fork of PPO):
+
+1. **collect** - PPO rolls out on the *learned* reward
+   (:class:`~prefrl.reward_model.LearnedRewardVecEnvWrapper`); a
+   :class:`~prefrl.segments.TrajectoryRecorder` directly over the base envs cuts what really happened
+   (true reward, factors) into segments of ``H`` steps;
+2. **query** - when the rollout is complete, pairs of segments from the recent rollouts are chosen
+   (``uniform`` or by ensemble ``disagreement``) and labelled by the rater, within the query schedule;
+3. **refit** - the ensemble is refitted incrementally on all labels so far
+   (:class:`~prefrl.reward_model.RewardModelTrainer`);
+4. **relabel** - the finished rollout's rewards are recomputed with the refitted model (and the
+   normaliser restarted on them) *before* SB3 computes returns and advantages
+   (:class:`~prefrl.selfplay.RelabelRolloutBuffer`), so every PPO update optimises the latest model and
+   the very first update does not follow an untrained network. ``feedback.relabel_rollout: false``
+   keeps the rewards seen during collection.
+
+Query schedule (``feedback.schedule``). With budget ``Q``, ``R`` rollouts and
+``s = feedback.initial_query_share``, the cumulative number of queries allowed after rollout ``i`` is
+``s Q + (1 - s) Q * sum_{k <= i} w_k / sum_{k < R} w_k`` with ``w_k = 1 / (1 + k)`` (``inverse``,
+default: the label rate decays over training, as Christiano et al.), ``w_k = R - k`` (``linear``) or
+``w_k = 1`` (``constant``). The share ``s Q`` is asked after the first rollout (the initial, near-random
+policy). A rollout asks for the difference between the allowance and the queries answered so far, so
+skipped queries (B-Pref ``skip``) are asked again later and the budget is never exceeded.
+
+Pair selection (``feedback.selection``): ``uniform`` draws random distinct pairs from the segments of the
+last ``feedback.pool_rollouts`` rollouts; ``disagreement`` draws ``candidate_factor`` times more random
+pairs and keeps those with the largest std across members of the predicted preference probability (the
+first batch is uniform: an untrained ensemble's disagreement is noise). Labels follow the project
+convention (soft labels, ties 0.5 pull the two returns together; skipped queries are dropped), so every
+rater works.
+
+Metrics (progress.csv): ``rm_accuracy`` (held-out pairs), ``rm_new_accuracy`` (each new batch, before
+training on it), ``reward_corr`` (Pearson correlation of the learned and the true per-step reward on the
+latest rollout), ``rm_loss``, ``rm_pairs`` and ``rm_fit_s`` (time spent refitting).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.vec_env import VecEnv
+
+from prefrl.agents import register_agent
+from prefrl.agents.base import PPOAgent, Schema
+from prefrl.reward_model import (
+    LearnedRewardVecEnvWrapper,
+    RewardEnsemble,
+    RewardModelTrainer,
+    check_inputs,
+    feature_dim,
+)
+from prefrl.segments import TrajectoryRecorder, sample_pairs
+from prefrl.selfplay import RelabelRolloutBuffer
+from prefrl.spec_utils import SpecError, deep_update, suggest
+from prefrl.types import PreferenceBatch, SegmentBatch
+
+if TYPE_CHECKING:
+    from prefrl.envs import EnvSpec
+    from prefrl.evaluation import ProgressHook
+    from prefrl.raters.base import Rater
+
+logger = logging.getLogger(__name__)
+
+#: defaults of the ``feedback:`` config section (how queries are scheduled, chosen and used)
+FEEDBACK_DEFAULTS: dict[str, Any] = {
+    "initial_query_share": 0.25,  # share of the budget asked after the first rollout
+    "schedule": "inverse",  # how the rest is spread: inverse | linear | constant (see module docstring)
+    "selection": "disagreement",  # uniform | disagreement
+    "candidate_factor": 10,  # disagreement: candidate pairs per query
+    "segment_length": None,  # H; None = the env spec's segment_length
+    "pool_rollouts": 2,  # segments of the last this-many rollouts are candidates
+    "relabel_rollout": True,  # recompute the finished rollout's rewards with the refitted model
+}
+
+#: defaults of the ``reward_model:`` config section
+REWARD_MODEL_DEFAULTS: dict[str, Any] = {
+    "inputs": "obs_act",  # obs | obs_act | obs_factors
+    "ensemble_size": 3,
+    "net_arch": [64, 64],
+    "activation": "relu",
+    "learning_rate": 1.0e-3,
+    "weight_decay": 0.0,
+    "batch_size": 64,  # pairs per minibatch
+    "epochs": 1,  # epochs per refit (warm-started; the data grows slowly, so 1 epoch per rollout suffices)
+    "initial_epochs": 20,  # epochs of the first fit
+    "holdout_share": 0.1,  # labelled pairs held out for rm_accuracy
+    "bootstrap": True,  # each member on its own (Poisson) bootstrap resample
+    "max_train_pairs": None,  # train on the most recent pairs only; None = all
+}
+
+SCHEDULES = ("inverse", "linear", "constant")
+SELECTIONS = ("uniform", "disagreement")
+
+
+def query_schedule(budget: int, num_rollouts: int, initial_share: float, kind: str = "inverse") -> np.ndarray:
+    """Cumulative query allowance after each rollout, ``[num_rollouts]`` int, ending at ``budget``.
+
+    ``C_i = s Q + (1 - s) Q * W_i / W_{R-1}`` with ``W_i = sum_{k <= i} w_k`` and ``w_k = 1 / (1 + k)``
+    (``inverse``), ``R - k`` (``linear``) or ``1`` (``constant``); rounded down, non-decreasing.
+    """
+    if kind not in SCHEDULES:
+        raise SpecError(
+            f"feedback.schedule: unknown schedule '{kind}'{suggest(str(kind), SCHEDULES)}; "
+            f"one of {', '.join(SCHEDULES)}"
+        )
+    if not 0.0 <= initial_share <= 1.0:
+        raise SpecError(f"feedback.initial_query_share must lie in [0, 1], got {initial_share}")
+    if num_rollouts < 1:
+        raise ValueError(f"num_rollouts must be >= 1, got {num_rollouts}")
+    k = np.arange(num_rollouts, dtype=np.float64)
+    weights = {"inverse": 1.0 / (1.0 + k), "linear": num_rollouts - k, "constant": np.ones_like(k)}[kind]
+    share = np.cumsum(weights) / weights.sum()
+    cumulative = initial_share * budget + (1.0 - initial_share) * budget * share
+    allowance = np.floor(cumulative + 1e-9).astype(np.int64)
+    allowance[-1] = budget
+    return allowance
+
+
+def _section(config: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    return deep_update(dict(defaults), dict(config.get(name) or {}))
+
+
+@register_agent
+class RewardModelPPO(PPOAgent):
+    """PPO on a Bradley-Terry reward-model ensemble refitted from rater queries on a schedule.
+
+    Config sections (beyond :class:`~prefrl.agents.base.PPOAgent`'s): ``feedback`` (see
+    :data:`FEEDBACK_DEFAULTS`) and ``reward_model`` (see :data:`REWARD_MODEL_DEFAULTS`). With observation
+    normalisation (``normalize``), the reward normalisation of ``VecNormalize`` is switched off: the
+    learned reward is already normalised by the reward wrapper.
+    """
+
+    name = "rm_ppo"
+    requires_rater = True
+    config_keys: ClassVar[Schema] = {
+        "feedback": tuple(FEEDBACK_DEFAULTS),
+        "reward_model": tuple(REWARD_MODEL_DEFAULTS),
+    }
+    #: defaults of this agent's sections (subclasses override)
+    feedback_defaults: ClassVar[dict[str, Any]] = FEEDBACK_DEFAULTS
+    reward_model_defaults: ClassVar[dict[str, Any]] = REWARD_MODEL_DEFAULTS
+
+    def __init__(
+        self,
+        env_spec: EnvSpec,
+        config: Mapping[str, Any],
+        rater: Rater | None = None,
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> None:
+        config = dict(config)
+        self.feedback = _section(config, "feedback", self.feedback_defaults)
+        self.rm_config = _section(config, "reward_model", self.reward_model_defaults)
+        self._check_config()
+        normalize = config.get("normalize", False)
+        if normalize:
+            # the learned reward is normalised by the wrapper; VecNormalize must not rescale it again
+            # (relabelling a rollout assumes the buffer holds the wrapper's rewards)
+            config["normalize"] = {
+                **(dict(normalize) if isinstance(normalize, Mapping) else {}),
+                "norm_reward": False,
+            }
+        super().__init__(env_spec, config, rater, seed, device)
+        assert self.model.rollout_buffer is not None
+        buffer = self.model.rollout_buffer
+        assert isinstance(buffer, RelabelRolloutBuffer)
+        # attached, not passed to PPO, so the hook is never pickled with the model
+        buffer.relabel_hook = self._on_rollout_complete
+        self._pool: deque[SegmentBatch] = deque(maxlen=int(self.feedback["pool_rollouts"]))
+        self._allowance = np.zeros(1, dtype=np.int64)
+        self._rollout = 0
+        self.reward_corr = float("nan")
+
+    # ---- configuration ----------------------------------------------------------------------------
+    def _check_config(self) -> None:
+        fb, rm = self.feedback, self.rm_config
+        if fb["selection"] not in SELECTIONS:
+            raise SpecError(
+                f"feedback.selection: unknown selection mode '{fb['selection']}'"
+                f"{suggest(str(fb['selection']), SELECTIONS)}; one of {', '.join(SELECTIONS)}"
+            )
+        if fb["selection"] == "disagreement" and int(rm["ensemble_size"]) < 2:
+            raise SpecError("feedback.selection 'disagreement' needs reward_model.ensemble_size >= 2")
+        if fb["schedule"] not in SCHEDULES:
+            query_schedule(1, 1, 0.0, fb["schedule"])  # raises the error with a hint
+        if not 0.0 <= float(fb["initial_query_share"]) <= 1.0:
+            raise SpecError(
+                f"feedback.initial_query_share must lie in [0, 1], got {fb['initial_query_share']}"
+            )
+        if int(fb["candidate_factor"]) < 1 or int(fb["pool_rollouts"]) < 1:
+            raise SpecError("feedback.candidate_factor and feedback.pool_rollouts must be >= 1")
+        check_inputs(rm["inputs"])
+
+    @property
+    def segment_length(self) -> int:
+        """Steps per queried segment ``H``."""
+        h = self.feedback["segment_length"]
+        return int(self.env_spec.segment_length if h is None else h)
+
+    # ---- PPOAgent hooks ---------------------------------------------------------------------------
+    def wrap_env(self, venv: VecEnv) -> VecEnv:
+        """``base envs -> TrajectoryRecorder -> LearnedRewardVecEnvWrapper`` (+ normalisation above)."""
+        rm = self.rm_config
+        obs_dim = int(np.prod(venv.observation_space.shape))
+        act_dim = int(np.prod(venv.action_space.shape))
+        self.reward_model = RewardEnsemble(
+            inputs=rm["inputs"],
+            input_dim=feature_dim(rm["inputs"], obs_dim, act_dim, self.env_spec.num_factors),
+            num_members=int(rm["ensemble_size"]),
+            net_arch=list(rm["net_arch"]),
+            activation=rm["activation"],
+            seed=self.seed,
+        )
+        self.reward_model.eval()
+        self.trainer = RewardModelTrainer(
+            self.reward_model,
+            learning_rate=float(rm["learning_rate"]),
+            batch_size=int(rm["batch_size"]),
+            epochs=int(rm["epochs"]),
+            holdout_share=float(rm["holdout_share"]),
+            bootstrap=bool(rm["bootstrap"]),
+            max_train_pairs=None if rm["max_train_pairs"] is None else int(rm["max_train_pairs"]),
+            weight_decay=float(rm["weight_decay"]),
+            rng=np.random.default_rng([self.seed, 1]),
+        )
+        self.recorder = TrajectoryRecorder(venv, self.segment_length)
+        self.reward_env = LearnedRewardVecEnvWrapper(self.recorder, self.reward_model)
+        return self.reward_env
+
+    def rollout_buffer_class(self) -> type[RolloutBuffer]:
+        return RelabelRolloutBuffer
+
+    def rollout_buffer_kwargs(self) -> dict[str, Any]:
+        # SB3 stores wrapper reward + gamma * V(terminal_obs) at truncations; the hook returns the change
+        # of the reward, so the bootstrap term is kept
+        return {"keep_bootstrap": True}
+
+    # ---- training ---------------------------------------------------------------------------------
+    def learn(self, total_steps: int, query_budget: int, callback: ProgressHook | None = None) -> None:
+        if query_budget <= 0:
+            raise SpecError(
+                f"agent '{self.name}' learns its reward from preference queries: the query budget must be "
+                f"> 0, got {query_budget}"
+            )
+        rollout_size = int(self.model.n_steps) * self.venv.num_envs
+        num_rollouts = max(1, math.ceil(int(total_steps) / rollout_size))
+        fb = self.feedback
+        self._allowance = query_schedule(
+            int(query_budget), num_rollouts, float(fb["initial_query_share"]), fb["schedule"]
+        )
+        self._rollout = 0
+        self.reward_env.clear_log()
+        super().learn(total_steps, query_budget, callback)
+
+    def _queries_due(self) -> int:
+        target = self._allowance[min(self._rollout, len(self._allowance) - 1)]
+        return max(0, int(target) - self.num_queries)
+
+    def _on_rollout_complete(self, buffer: RelabelRolloutBuffer) -> np.ndarray:
+        """Relabel hook: query, refit and return the change of the rollout's rewards, ``[T, n_envs]``."""
+        segments = self.recorder.pop_segments()
+        if segments is not None:
+            self._pool.append(segments)
+        quota = self._queries_due()
+        refitted = False
+        if quota > 0 and self._pool:
+            pool = SegmentBatch.concatenate(list(self._pool))
+            prefs = self.collect_preferences(pool, quota)
+            if prefs is not None and len(prefs):
+                first_fit = self.trainer.num_fits == 0
+                self.trainer.add(prefs)
+                self.trainer.fit(int(self.rm_config["initial_epochs"]) if first_fit else None)
+                refitted = True
+        self._rollout += 1
+
+        log = self.reward_env.rollout_log(last=buffer.buffer_size)
+        self.reward_env.clear_log()
+        if log.features.shape[0] != buffer.buffer_size:
+            raise RuntimeError(
+                f"reward wrapper logged {log.features.shape[0]} steps, the rollout buffer holds "
+                f"{buffer.buffer_size}: is something else stepping the training env?"
+            )
+        learned = self.reward_model.predict_mean(log.features)  # [T, n_envs]
+        self.reward_corr = _pearson(learned, log.true_rewards)
+        if not refitted or not self.feedback["relabel_rollout"]:
+            return np.zeros_like(log.rewards)
+        # the normaliser restarts on the new model's rewards for this rollout: statistics of the old
+        # model's outputs do not describe the new one
+        self.reward_env.reset_normalization(learned)
+        return self.reward_env.normalize_reward(learned) - log.rewards
+
+    # ---- preference collection (overridden by heron) ----------------------------------------------
+    def collect_preferences(self, pool: SegmentBatch, quota: int) -> PreferenceBatch | None:
+        """Choose ``quota`` pairs from ``pool`` and have the rater label them."""
+        if len(pool) < 2:
+            return None
+        pairs = self.select_pairs(pool, quota)
+        assert self.rater is not None
+        return self.rater.label(pool, pairs, self.rng)
+
+    def select_pairs(self, pool: SegmentBatch, quota: int) -> np.ndarray:
+        """``[quota, 2]`` pairs of distinct segments of ``pool``, uniform or by ensemble disagreement."""
+        if self.feedback["selection"] == "uniform" or self.trainer.num_fits == 0:
+            return sample_pairs(len(pool), quota, self.rng)
+        candidates = sample_pairs(len(pool), quota * int(self.feedback["candidate_factor"]), self.rng)
+        probs = self.reward_model.preference_probabilities(self.reward_model.features(pool), candidates)
+        disagreement = probs.std(axis=0)
+        # stable sort: ties (e.g. identical candidates) keep the random order of the candidates
+        return candidates[np.argsort(-disagreement, kind="stable")[:quota]]
+
+    # ---- reporting --------------------------------------------------------------------------------
+    def metrics(self) -> dict[str, float]:
+        return {**self.trainer.metrics(), "reward_corr": self.reward_corr}
+
+    def save(self, path: str | Path) -> None:
+        super().save(path)
+        torch.save(self.reward_model.state_dict(), Path(path).with_name("reward_model.pt"))
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if a.size < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])

@@ -1,0 +1,312 @@
+"""Shared mechanics of the offline agents (``cpl``, ``bc``): policy network, data loading, training loop.
+
+An :class:`OfflineAgent` never steps an environment while it learns. It reads a labelled preference
+dataset (:mod:`prefrl.datasets`; built from the env's oracle on first use and cached), then runs
+``total_steps`` *gradient steps*; the env is only used to evaluate the deterministic policy on the TRUE
+return. Subclasses add their idea through two hooks: :meth:`OfflineAgent.setup_data` (turn the dataset
+into tensors) and :meth:`OfflineAgent.compute_loss` (one minibatch loss).
+
+Budgets of ``run_experiment`` for offline agents:
+
+* ``--steps`` = gradient steps;
+* ``--queries`` = labelled pairs used from the dataset (the first ``queries`` pairs, a uniform subset;
+  0 = all of them).
+
+Progress rows go through the same :class:`~prefrl.evaluation.ProgressHook` as online agents, every
+``eval_freq`` *gradient steps* (plus step 0 and the end). ``env_steps`` is the constant number of env
+steps rolled out to build the dataset; ``grad_steps`` and ``labelled_pairs`` are extra columns, with the
+losses under ``train/``.
+
+The policy follows the official CPL code (jhejna/cpl, ``ContinuousMLPActor``): a deterministic MLP with
+dropout after each hidden layer and a ``tanh`` output, read as a fixed-variance Gaussian over actions
+rescaled to ``[-1, 1]``. Its log-likelihood is, as there, ``log pi(a|s) = -||mu(s) - a||^2`` (a Gaussian
+with variance 1/2 per dimension, constant term dropped).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from prefrl.agents.base import ACTIVATIONS, Agent, Schema
+from prefrl.datasets import PreferenceDataset, build_dataset, load_dataset
+from prefrl.spec_utils import SpecError
+
+if TYPE_CHECKING:
+    from prefrl.envs import EnvSpec
+    from prefrl.evaluation import ProgressHook
+    from prefrl.raters.base import Rater
+
+#: keys of the ``dataset`` config section (arguments of :func:`prefrl.datasets.build_dataset`), plus
+#: ``path``: an existing dataset file to use instead of building one
+DATASET_KEYS = (
+    "path",
+    "episodes",
+    "noise",
+    "segment",
+    "pairs",
+    "pairs_per_segment",
+    "seed",
+    "n_envs",
+    "return_episodes",
+)
+#: keys of the ``offline`` config section (shared by every offline agent)
+OFFLINE_KEYS = (
+    "batch_size",
+    "learning_rate",
+    "lr_warmup_fraction",
+    "dropout",
+    "normalize_obs",
+    "action_eps",
+    "grad_clip",
+)
+#: policy_kwargs keys the offline policy reads (net_arch, activation_fn, ortho_init)
+_POLICY_DEFAULTS: dict[str, Any] = {"net_arch": [512, 512], "activation_fn": "relu", "ortho_init": True}
+
+
+class DeterministicTanhPolicy(nn.Module):
+    """``mu(s)`` in ``[-1, 1]^act_dim``: MLP, dropout after each hidden layer, ``tanh`` output.
+
+    Observations are standardised with fixed statistics (buffers, saved with the weights).
+
+    :param obs_dim: observation size.
+    :param act_dim: action size.
+    :param net_arch: hidden layer sizes.
+    :param activation: hidden activation class.
+    :param dropout: dropout probability after each hidden layer (active in ``train()`` mode only).
+    :param ortho_init: orthogonal weights (gain 1) and zero biases, as the official CPL code.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        net_arch: Sequence[int] = (512, 512),
+        activation: type[nn.Module] = nn.ReLU,
+        dropout: float = 0.25,
+        ortho_init: bool = True,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        last = obs_dim
+        for width in net_arch:
+            layers.append(nn.Linear(last, int(width)))
+            if dropout > 0.0:
+                layers.append(nn.Dropout(dropout))
+            layers.append(activation())
+            last = int(width)
+        layers += [nn.Linear(last, act_dim), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+        if ortho_init:
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.orthogonal_(module.weight, gain=1.0)
+                    nn.init.zeros_(module.bias)
+
+    def set_obs_normalisation(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Standardise inputs with ``(obs - mean) / std`` from now on (std floored at 1e-6)."""
+        self.obs_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.obs_std.copy_(torch.as_tensor(np.maximum(std, 1e-6), dtype=torch.float32))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """``mu(s)``: ``[..., obs_dim] -> [..., act_dim]`` in ``[-1, 1]``."""
+        return self.net((obs - self.obs_mean) / self.obs_std)
+
+    def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """``log pi(a|s) = -||mu(s) - a||^2``, rescaled actions: ``[..., obs], [..., act] -> [...]``."""
+        return -torch.square(self(obs) - act).sum(dim=-1)
+
+
+class OfflineAgent(Agent):
+    """An agent that learns from a fixed labelled dataset by gradient steps (template for cpl and bc).
+
+    Config: the common keys, ``policy_kwargs`` (``net_arch``, ``activation_fn``, ``ortho_init``),
+    ``offline`` (:data:`OFFLINE_KEYS`) and ``dataset`` (:data:`DATASET_KEYS`). Subclasses implement
+    :meth:`setup_data`, :meth:`num_batches_per_epoch` and :meth:`compute_loss`; they may override
+    :meth:`on_step_start` (e.g. to switch phases and reset the optimiser).
+    """
+
+    name = "offline_template"
+    requires_rater = True
+    config_keys: ClassVar[Schema] = {"offline": OFFLINE_KEYS, "dataset": DATASET_KEYS}
+
+    def __init__(
+        self,
+        env_spec: EnvSpec,
+        config: Mapping[str, Any],
+        rater: Rater | None = None,
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(env_spec, config, rater, seed, device)
+        if not hasattr(env_spec.action_space, "low"):
+            raise SpecError(f"offline agents need a Box action space; {env_spec.name} has none")
+        self.offline = dict(self.config.get("offline") or {})
+        for key in ("batch_size", "learning_rate"):
+            if key not in self.offline:
+                raise SpecError(f"agent '{self.name}': offline.{key} is not set (agents/{self.name}.yaml)")
+        self.batch_size = int(self.offline["batch_size"])
+        if self.batch_size < 1:
+            raise SpecError(f"offline.batch_size must be >= 1, got {self.batch_size}")
+        self.generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)  # network initialisation and dropout masks
+        low = np.asarray(env_spec.action_space.low, dtype=np.float32)
+        high = np.asarray(env_spec.action_space.high, dtype=np.float32)
+        self._act_mid, self._act_half = (high + low) / 2.0, (high - low) / 2.0
+        self.policy = self._build_policy()
+        self.optimizer = self.make_optimizer()
+        self.dataset: PreferenceDataset | None = None
+        self.grad_steps = 0
+        self._latest: dict[str, float] = {}
+
+    # ---- construction ---------------------------------------------------------------------------
+    def _build_policy(self) -> DeterministicTanhPolicy:
+        kwargs = {**_POLICY_DEFAULTS, **dict(self.config.get("policy_kwargs") or {})}
+        activation = str(kwargs["activation_fn"]).lower()
+        if activation not in ACTIVATIONS:
+            raise SpecError(
+                f"policy_kwargs.activation_fn: unknown '{activation}'; allowed {', '.join(ACTIVATIONS)}"
+            )
+        net_arch = kwargs["net_arch"]
+        if not (isinstance(net_arch, Sequence) and all(isinstance(w, int) and w > 0 for w in net_arch)):
+            raise SpecError(f"policy_kwargs.net_arch must be a list of positive ints, got {net_arch!r}")
+        obs_dim = int(np.prod(self.env_spec.observation_space.shape))
+        return DeterministicTanhPolicy(
+            obs_dim,
+            len(self._act_mid),
+            net_arch=net_arch,
+            activation=ACTIVATIONS[activation],
+            dropout=float(self.offline.get("dropout", 0.0)),
+            ortho_init=bool(kwargs["ortho_init"]),
+        ).to(self.device)
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """A fresh Adam over the policy's parameters (``offline.learning_rate``)."""
+        return torch.optim.Adam(self.policy.parameters(), lr=float(self.offline["learning_rate"]))
+
+    # ---- data -----------------------------------------------------------------------------------
+    def load_data(self, query_budget: int) -> PreferenceDataset:
+        """The dataset (``dataset.path``, else built or cached), cut to ``query_budget`` pairs."""
+        cfg = dict(self.config.get("dataset") or {})
+        path = cfg.pop("path", None)
+        if path is None:
+            if self.rater is None:
+                raise SpecError(f"agent '{self.name}' needs a rater to label its dataset")
+            path = build_dataset(self.env_spec, self.rater, **cfg)
+        data = load_dataset(path, self.env_spec)
+        return data.take(query_budget) if query_budget > 0 else data
+
+    def to_tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
+
+    def normalised_actions(self, act: np.ndarray) -> torch.Tensor:
+        """Env actions ``[..., act_dim]`` -> ``[-1, 1]``, clipped to ``1 - action_eps`` (official)."""
+        lim = 1.0 - float(self.offline.get("action_eps", 1e-5))
+        return self.to_tensor(np.clip((act - self._act_mid) / self._act_half, -lim, lim))
+
+    def epoch_batches(self, num_items: int) -> Iterator[torch.Tensor]:
+        """Endless minibatches of indices: shuffled epochs over ``num_items`` (last partial batch kept)."""
+        while True:
+            order = torch.randperm(num_items, generator=self.generator)
+            yield from order.split(self.batch_size)
+
+    # ---- hooks for subclasses -------------------------------------------------------------------
+    @abstractmethod
+    def setup_data(self, data: PreferenceDataset) -> int:
+        """Prepare tensors from ``data``; return the number of items (pairs or segments) batches index."""
+
+    @abstractmethod
+    def compute_loss(self, index: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of the minibatch ``index`` and scalars to log (names without prefix)."""
+
+    def on_step_start(self, step: int, total_steps: int) -> None:
+        """Called before gradient step ``step`` (0-based) of ``total_steps``."""
+
+    def learning_rate_scale(self, step: int, total_steps: int) -> float:
+        """Multiplier of ``offline.learning_rate`` at ``step``: linear warm-up over ``lr_warmup_fraction``."""
+        warmup = float(self.offline.get("lr_warmup_fraction", 0.0)) * total_steps
+        return 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
+
+    # ---- Agent API --------------------------------------------------------------------------------
+    def learn(self, total_steps: int, query_budget: int, callback: ProgressHook | None = None) -> None:
+        self.total_steps, self.query_budget = int(total_steps), int(query_budget)
+        self.dataset = self.load_data(self.query_budget)
+        if self.offline.get("normalize_obs", False):
+            obs = self.dataset.segments.obs.reshape(-1, self.dataset.segments.obs.shape[-1])
+            self.policy.set_obs_normalisation(obs.mean(axis=0), obs.std(axis=0))
+        batches = self.epoch_batches(self.setup_data(self.dataset))
+        grad_clip = self.offline.get("grad_clip")
+        eval_freq = int(self.config["eval_freq"])
+        self._evaluate(callback)
+        start = time.perf_counter()
+        for step in range(self.total_steps):
+            self.on_step_start(step, self.total_steps)
+            lr = float(self.offline["learning_rate"]) * self.learning_rate_scale(step, self.total_steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.policy.train()
+            loss, scalars = self.compute_loss(next(batches))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(self.policy.parameters(), float(grad_clip))
+            self.optimizer.step()
+            self.grad_steps = step + 1
+            self._latest = {f"train/{k}": v for k, v in scalars.items()}
+            self._latest["train/learning_rate"] = lr
+            self._latest["train/grad_steps_per_s"] = self.grad_steps / (time.perf_counter() - start)
+            if self.grad_steps % eval_freq == 0 or self.grad_steps == self.total_steps:
+                self._evaluate(callback)
+
+    def _evaluate(self, callback: ProgressHook | None) -> None:
+        if callback is None or self.dataset is None:
+            return
+        extra = {"grad_steps": self.grad_steps, "labelled_pairs": self.dataset.num_pairs, **self._latest}
+        callback.on_eval(self.dataset.env_steps, self, extra)
+
+    @property
+    def num_queries(self) -> int:
+        """Labelled pairs the agent learns from (a reused cached dataset cost the rater no new queries)."""
+        return 0 if self.dataset is None else self.dataset.num_pairs
+
+    @torch.no_grad()
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """Deterministic actions ``[n, act_dim]`` (dropout off), mapped back to the env's bounds."""
+        self.policy.eval()
+        mu = self.policy(self.to_tensor(obs)).cpu().numpy()
+        return self._act_mid + self._act_half * mu
+
+    def save(self, path: str | Path) -> None:
+        """Policy weights, observation statistics, action bounds and config (a torch archive at ``path``)."""
+        torch.save(
+            {
+                "agent": self.name,
+                "state_dict": self.policy.state_dict(),
+                "action_low": self._act_mid - self._act_half,
+                "action_high": self._act_mid + self._act_half,
+                "config": self.config,
+                "dataset": None if self.dataset is None else str(self.dataset.path),
+                "grad_steps": self.grad_steps,
+            },
+            Path(path),
+        )
+
+    def load_policy(self, path: str | Path) -> None:
+        """Load weights written by :meth:`save` into this agent's policy."""
+        state = torch.load(Path(path), map_location=self.device, weights_only=False)
+        self.policy.load_state_dict(state["state_dict"])
+
+
+def mean_or_nan(values: torch.Tensor) -> float:
+    """Mean of a tensor as a float; NaN when it is empty (e.g. accuracy over a batch of ties only)."""
+    return float(values.float().mean()) if values.numel() else math.nan

@@ -1,0 +1,466 @@
+"""Headless rendering (``prefrl render``): a trained policy's rollout, or a labelled segment pair.
+
+* :func:`render_rollout` - the deterministic policy of a run directory, one or more episodes, to a GIF
+  (or MP4 with ``imageio-ffmpeg`` installed), each frame captioned with the step and the true return.
+* :func:`render_pair` - two segments of an env (random policy or a run's policy) side by side with their
+  true returns and the verdict of a rater (``P(segment 1 preferred)``, tie or skipped).
+
+MuJoCo renders offscreen through EGL (``MUJOCO_GL=egl``, GPU or Mesa's software EGL) or OSMesa
+(``MUJOCO_GL=osmesa``, with ``PYOPENGL_PLATFORM=osmesa``). :func:`configure_gl` checks the one set in the
+environment, or picks the first that works, in a throw-away subprocess (a broken GL backend can crash
+the process that loads it), and otherwise raises :class:`RenderError` naming the Debian package to
+install. Pendulum's own renderer needs pygame; without it, frames are drawn with PIL from the state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "GL_BACKENDS",
+    "RenderError",
+    "add_render_parser",
+    "cmd_render",
+    "configure_gl",
+    "load_policy",
+    "render_pair",
+    "render_rollout",
+    "write_video",
+]
+
+#: offscreen MuJoCo backends tried in order when ``MUJOCO_GL`` is not set
+GL_BACKENDS = ("egl", "osmesa")
+
+#: what to install for each backend (Debian / Ubuntu)
+GL_PACKAGES = {
+    "egl": "apt-get install libegl1 libgl1-mesa-dri (software EGL; or an NVIDIA driver's EGL)",
+    "osmesa": "apt-get install libosmesa6",
+}
+
+# the probe: create and free a tiny offscreen GL context, as gymnasium's MuJoCo renderer does
+_PROBE = "import mujoco; ctx = mujoco.GLContext(32, 32); ctx.make_current(); ctx.free(); print('ok')"
+
+
+class RenderError(RuntimeError):
+    """Rendering is impossible here (no offscreen GL, missing package); the message says what to install."""
+
+
+# --------------------------------------------------------------------------------------------------
+# GL backend
+# --------------------------------------------------------------------------------------------------
+
+
+def _probe_gl(backend: str, timeout: float = 120.0) -> str | None:
+    """``None`` if ``backend`` can create a MuJoCo GL context, else the error text."""
+    env = {**os.environ, "MUJOCO_GL": backend, "PYOPENGL_PLATFORM": backend}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return f"probe timed out after {timeout:.0f} s"
+    if proc.returncode == 0 and "ok" in proc.stdout:
+        return None
+    lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit status {proc.returncode}"
+
+
+def configure_gl() -> str:
+    """Make MuJoCo's offscreen rendering work in this process; return the backend used.
+
+    Honours ``MUJOCO_GL`` if set (and checks it), else uses the first of :data:`GL_BACKENDS` that works;
+    sets ``MUJOCO_GL`` and ``PYOPENGL_PLATFORM`` accordingly (the latter must match, or PyOpenGL picks
+    another platform and the renderer crashes on close).
+
+    :raises RenderError: no working backend; the message lists what to install
+    """
+    requested = os.environ.get("MUJOCO_GL", "").strip().lower()
+    candidates = [requested] if requested else list(GL_BACKENDS)
+    errors = {}
+    for backend in candidates:
+        if backend not in GL_BACKENDS:
+            errors[backend] = f"not an offscreen backend (expected one of {', '.join(GL_BACKENDS)})"
+            continue
+        error = _probe_gl(backend)
+        if error is None:
+            os.environ["MUJOCO_GL"] = backend
+            os.environ["PYOPENGL_PLATFORM"] = backend
+            return backend
+        errors[backend] = error
+    tried = "; ".join(f"MUJOCO_GL={b}: {e}" for b, e in errors.items())
+    hints = "\n".join(f"  MUJOCO_GL={b}: {pkg}" for b, pkg in GL_PACKAGES.items())
+    raise RenderError(
+        f"MuJoCo cannot render offscreen here ({tried}).\nInstall one backend and set MUJOCO_GL:\n{hints}\n"
+        "(with osmesa also set PYOPENGL_PLATFORM=osmesa)"
+    )
+
+
+def _is_mujoco(gym_id: str) -> bool:
+    import gymnasium as gym
+
+    entry = gym.envs.registry.get(gym_id)
+    return entry is not None and "mujoco" in str(entry.entry_point)
+
+
+# --------------------------------------------------------------------------------------------------
+# Frames
+# --------------------------------------------------------------------------------------------------
+
+
+def _pendulum_frame(env: Any, size: int) -> np.ndarray:
+    """Pendulum drawn with PIL from ``env.unwrapped.state`` (pygame-free): ``[size, size, 3]`` uint8."""
+    from PIL import Image, ImageDraw
+
+    theta = float(env.unwrapped.state[0])
+    image = Image.new("RGB", (size, size), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    c, length = size / 2, size * 0.4
+    # theta = 0 is upright; gymnasium draws the rod from the pivot towards angle theta + pi/2
+    tip = (c + length * np.sin(theta), c - length * np.cos(theta))
+    draw.line([(c, c), tip], fill=(204, 77, 77), width=max(2, size // 25))
+    r = size // 40 + 1
+    draw.ellipse([c - r, c - r, c + r, c + r], fill=(0, 0, 0))
+    return np.asarray(image)
+
+
+class _FrameSource:
+    """``frame()`` of an env built for rendering: gymnasium's ``rgb_array`` or the PIL Pendulum fallback."""
+
+    def __init__(self, spec: Any, seed: int, width: int, height: int) -> None:
+        from prefrl.envs import make_env
+
+        self.fallback = False
+        self.size = min(width, height)
+        kwargs: dict[str, Any] = {}
+        if _is_mujoco(spec.gym_id):
+            configure_gl()
+            kwargs = {"width": width, "height": height}
+        elif spec.gym_id.startswith("Pendulum"):
+            try:
+                import pygame  # noqa: F401
+            except ImportError:
+                # gymnasium's classic-control renderer needs pygame (gymnasium[classic_control]); the
+                # pendulum is simple enough to draw from its state instead
+                self.fallback = True
+        if self.fallback:
+            self.env = make_env(spec, seed=seed)
+        else:
+            self.env = self._make(spec, seed, kwargs)
+
+    @staticmethod
+    def _make(spec: Any, seed: int, size_kwargs: dict[str, Any]) -> Any:
+        import gymnasium as gym
+
+        from prefrl.envs import RewardFactorWrapper
+
+        kwargs = {**spec.kwargs, **size_kwargs, "render_mode": "rgb_array"}
+        try:
+            env = gym.make(spec.gym_id, max_episode_steps=spec.horizon, **kwargs)
+        except gym.error.DependencyNotInstalled as e:
+            raise RenderError(f"{spec.gym_id} cannot render: {e}") from e
+        env = RewardFactorWrapper(env, spec)
+        env.action_space.seed(seed)
+        env.reset(seed=seed)
+        return env
+
+    def frame(self) -> np.ndarray:
+        if self.fallback:
+            return _pendulum_frame(self.env, self.size)
+        try:
+            frame = self.env.render()
+        except Exception as e:  # GL failures surface here, after the env was built
+            raise RenderError(f"rendering failed: {type(e).__name__}: {e}") from e
+        return np.asarray(frame, dtype=np.uint8)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _caption(frame: np.ndarray, lines: Sequence[str], colour: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    """``frame`` with a white band of text lines on top."""
+    from PIL import Image, ImageDraw
+
+    band = 14 * len(lines) + 6
+    image = Image.new("RGB", (frame.shape[1], frame.shape[0] + band), (255, 255, 255))
+    image.paste(Image.fromarray(frame), (0, band))
+    draw = ImageDraw.Draw(image)
+    for i, line in enumerate(lines):
+        draw.text((4, 3 + 14 * i), line, fill=colour)
+    return np.asarray(image)
+
+
+def write_video(frames: Sequence[np.ndarray], out: str | Path, fps: int = 30) -> Path:
+    """Write ``frames`` (``[H, W, 3]`` uint8) to a .gif, or a .mp4 (needs ``imageio-ffmpeg`` or ``av``)."""
+    import imageio.v3 as iio
+
+    out = Path(out)
+    if not frames:
+        raise ValueError("no frames to write")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    suffix = out.suffix.lower()
+    if suffix == ".gif":
+        iio.imwrite(out, np.stack(frames), duration=1000.0 / fps, loop=0)
+    elif suffix in (".mp4", ".webm", ".mov"):
+        try:
+            iio.imwrite(out, np.stack(frames), fps=fps)
+        except Exception as e:
+            raise RenderError(
+                f"writing {suffix} needs a video encoder ({type(e).__name__}: {e}); "
+                "pip install imageio-ffmpeg (or av), or write a .gif"
+            ) from e
+    else:
+        raise ValueError(f"unsupported video format '{suffix}'; use .gif or .mp4")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Policies
+# --------------------------------------------------------------------------------------------------
+
+
+def load_policy(run_dir: str | Path) -> tuple[Any, Callable[[np.ndarray], np.ndarray]]:
+    """``(env_spec, predict)`` of a finished run: the deterministic policy saved in ``policy.zip``.
+
+    An agent class may provide ``load_policy(run_dir) -> predict`` (agents not built on SB3); otherwise the
+    policy is an SB3 PPO model, with ``vecnormalize.pkl``'s observation statistics applied if present.
+    """
+    import yaml
+
+    from prefrl.agents import get_agent_class
+    from prefrl.envs import load_env_spec
+
+    run_dir = Path(run_dir)
+    config_path, policy_path = run_dir / "config.yaml", run_dir / "policy.zip"
+    if not config_path.is_file() or not policy_path.is_file():
+        raise FileNotFoundError(
+            f"{run_dir} is not a finished run directory (needs config.yaml and policy.zip)"
+        )
+    run = yaml.safe_load(config_path.read_text())
+    spec = load_env_spec(run["env"])
+    loader = getattr(get_agent_class(run["agent"]), "load_policy", None)
+    if callable(loader):
+        return spec, loader(run_dir)
+
+    from stable_baselines3 import PPO
+
+    model = PPO.load(policy_path, device="cpu")
+    normalize = None
+    if (run_dir / "vecnormalize.pkl").is_file():
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        from prefrl.envs import make_vec_env
+
+        normalize = VecNormalize.load(str(run_dir / "vecnormalize.pkl"), make_vec_env(spec, n_envs=1))
+        normalize.training = False
+
+    def predict(obs: np.ndarray) -> np.ndarray:
+        if normalize is not None:
+            obs = normalize.normalize_obs(obs)
+        action, _ = model.predict(obs, deterministic=True)
+        return action
+
+    return spec, predict
+
+
+def _action(predict: Callable[[np.ndarray], np.ndarray] | None, env: Any, obs: np.ndarray) -> np.ndarray:
+    if predict is None:
+        return env.action_space.sample()
+    return np.asarray(predict(np.asarray(obs)[None]))[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# Rollout and pair rendering
+# --------------------------------------------------------------------------------------------------
+
+
+def render_rollout(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    episodes: int = 1,
+    max_steps: int | None = None,
+    fps: int = 30,
+    width: int = 320,
+    height: int = 240,
+    seed: int = 0,
+    frame_skip: int = 1,
+) -> Path:
+    """Render the deterministic policy of ``run_dir`` for ``episodes`` episodes; return the video path.
+
+    :param out: ``.gif`` or ``.mp4`` (default ``run_dir/rollout.gif``)
+    :param max_steps: steps per episode (default: the env's horizon)
+    :param frame_skip: keep every ``frame_skip``-th frame (smaller files)
+    :raises RenderError: no way to render here (the message says what to install)
+    """
+    spec, predict = load_policy(run_dir)
+    out = Path(run_dir) / "rollout.gif" if out is None else Path(out)
+    source = _FrameSource(spec, seed, width, height)
+    frames = []
+    try:
+        for episode in range(episodes):
+            obs, _ = source.env.reset(seed=seed + episode)
+            total, steps = 0.0, max_steps or spec.horizon
+            for t in range(steps):
+                if t % frame_skip == 0:
+                    caption = [f"{spec.name} episode {episode + 1}", f"step {t}  true return {total:.1f}"]
+                    frames.append(_caption(source.frame(), caption))
+                obs, reward, terminated, truncated, _ = source.env.step(_action(predict, source.env, obs))
+                total += float(reward)
+                if terminated or truncated:
+                    break
+            caption = [f"{spec.name} episode {episode + 1} (end)", f"step {t + 1}  true return {total:.1f}"]
+            frames.extend([_caption(source.frame(), caption)] * max(1, fps // 2))  # hold the last frame
+    finally:
+        source.close()
+    return write_video(frames, out, fps=max(1, fps // frame_skip))
+
+
+def _record_segment(
+    source: _FrameSource, predict: Callable[[np.ndarray], np.ndarray] | None, length: int, seed: int
+) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+    env = source.env
+    obs, _ = env.reset(seed=seed)
+    record: dict[str, list[Any]] = {"obs": [], "act": [], "reward": [], "factors": [], "dones": []}
+    frames = []
+    for _ in range(length):
+        frames.append(source.frame())
+        action = _action(predict, env, obs)
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        for key, value in (("obs", obs), ("act", action), ("reward", reward), ("factors", info["factors"])):
+            record[key].append(np.asarray(value, dtype=np.float64))
+        record["dones"].append(bool(terminated or truncated))
+        obs = next_obs
+        if terminated or truncated:
+            raise RenderError(
+                f"the episode ended after {len(frames)} steps, before the {length}-step segment"
+            )
+    arrays = {k: np.asarray(v) for k, v in record.items()}
+    arrays["next_obs"] = np.asarray(obs, dtype=np.float64)
+    return arrays, frames
+
+
+def render_pair(
+    env: str,
+    rater: str,
+    out: str | Path = "pair.gif",
+    run_dir: str | Path | None = None,
+    segment_length: int | None = None,
+    seed: int = 0,
+    fps: int = 20,
+    width: int = 320,
+    height: int = 240,
+) -> tuple[Path, float | None]:
+    """Two segments side by side with their true returns and ``rater``'s verdict; returns ``(path, label)``.
+
+    Segment 1 starts from ``reset(seed)``, segment 2 from ``reset(seed + 1)``; actions come from the policy
+    of ``run_dir`` (deterministic) or are uniform random. The rater labels just this pair (raters whose
+    thresholds depend on the batch, such as ``hierarchical`` or ``skip``, see a batch of two).
+
+    :returns: the video path and ``P(segment 1 preferred)`` (``None`` if the rater skipped the query)
+    """
+    from prefrl.envs import load_env_spec
+    from prefrl.raters import make_rater
+    from prefrl.types import SegmentBatch
+
+    if run_dir is not None:
+        spec, predict = load_policy(run_dir)
+        if spec.name != load_env_spec(env).name:
+            raise ValueError(f"--run {run_dir} was trained on '{spec.name}', not on '{env}'")
+    else:
+        spec, predict = load_env_spec(env), None
+    judge = make_rater(rater, spec)
+    length = segment_length or spec.segment_length
+    source = _FrameSource(spec, seed, width, height)
+    try:
+        recorded = [_record_segment(source, predict, length, seed + i) for i in range(2)]
+    finally:
+        source.close()
+    batch = SegmentBatch(**{k: np.stack([r[0][k] for r in recorded]) for k in recorded[0][0]})
+    labels, answered = judge.label_array(batch, np.array([[0, 1]]), np.random.default_rng(seed))
+    label = float(labels[0]) if answered[0] else None
+    if label is None:
+        verdict = "query skipped"
+    elif label == 0.5:
+        verdict = "tie (0.5)"
+    else:
+        verdict = f"P(left preferred) = {label:.2f}: {'LEFT' if label > 0.5 else 'RIGHT'} preferred"
+    returns = batch.reward.sum(axis=1)
+    policy_name = "random policy" if run_dir is None else f"policy of {Path(run_dir).name}"
+    frames = []
+    for t in range(length):
+        halves = []
+        for i, side in enumerate(("left", "right")):
+            so_far = batch.reward[i, : t + 1].sum()
+            lines = [f"segment {i + 1} ({side})", f"return so far {so_far:.1f} / {returns[i]:.1f}"]
+            halves.append(_caption(recorded[i][1][t], lines))
+        frames.append(
+            _caption(np.concatenate(halves, axis=1), [f"{spec.name}, {policy_name}; rater {rater}", verdict])
+        )
+    frames.extend([frames[-1]] * fps)  # hold the verdict
+    return write_video(frames, out, fps=fps), label
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+
+
+def add_render_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``prefrl render`` (``--run DIR`` rollout, or ``--env ENV --pair --rater R``)."""
+    p = subparsers.add_parser(
+        "render",
+        help="render a trained policy's rollout or a rater-labelled segment pair (GIF/MP4, headless)",
+        description="prefrl render --run DIR [--out rollout.gif] | "
+        "prefrl render --env ENV --pair --rater R [--run DIR] [--out pair.gif]. MuJoCo needs MUJOCO_GL=egl "
+        "or osmesa (picked automatically when unset).",
+    )
+    p.add_argument("--run", default=None, help="run directory whose policy is rendered")
+    p.add_argument("--env", default=None, help="env spec (with --pair)")
+    p.add_argument("--pair", action="store_true", help="render two segments and the rater's verdict")
+    p.add_argument("--rater", default="partial_return", help="rater spec for --pair")
+    p.add_argument("--out", default=None, help="output .gif or .mp4")
+    p.add_argument("--episodes", type=int, default=1)
+    p.add_argument("--steps", type=int, default=None, help="steps per episode (default: horizon)")
+    p.add_argument("--segment-length", type=int, default=None, help="segment length for --pair")
+    p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--height", type=int, default=240)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_render)
+    return p
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """``prefrl render``; a :class:`RenderError` prints what to install and exits with status 3."""
+    options = {"fps": args.fps, "width": args.width, "height": args.height, "seed": args.seed}
+    try:
+        if args.pair:
+            env = args.env
+            if env is None and args.run is None:
+                raise ValueError("--pair needs --env ENV (or --run DIR)")
+            if env is None:
+                env = load_policy(args.run)[0].name
+            out = args.out or "pair.gif"
+            path, label = render_pair(
+                env, args.rater, out, run_dir=args.run, segment_length=args.segment_length, **options
+            )
+            print(f"{path}  (rater label P(1 preferred) = {'skipped' if label is None else f'{label:.2f}'})")
+        else:
+            if args.run is None:
+                raise ValueError("give --run DIR (a rollout) or --env ENV --pair (a labelled pair)")
+            print(
+                render_rollout(
+                    args.run, out=args.out, episodes=args.episodes, max_steps=args.steps, **options
+                )
+            )
+    except RenderError as e:
+        print(f"prefrl render: cannot render: {e}", file=sys.stderr)
+        return 3
+    return 0

@@ -1,0 +1,751 @@
+"""Grids of runs: env x agent x rater x seed, each an independent run directory, on a process pool or Ray.
+
+:func:`run_sweep` expands the grid (:func:`expand_grid`), validates every cell before anything trains,
+and runs the cells through :func:`prefrl.experiment.run_experiment`::
+
+    <out>/<env>/<agent>/<rater>/seed<k>/      one run directory per cell (see prefrl.experiment)
+    <out>/sweep.json                          the grid and its arguments (written before the first run)
+    <out>/failures.csv, failures.json         runs that raised in this invocation, with their error
+
+* Agents that learn from no preferences (``ppo``) run once per (env, seed) with rater ``none``, not once
+  per rater.
+* Resume: a cell whose directory holds ``done`` is skipped; an unfinished one is restarted cleanly by
+  ``run_experiment``. Re-running the same command finishes an interrupted grid.
+* A failing run is recorded (``error.txt`` in its directory, a row in ``failures.csv``) and the sweep goes
+  on with the other cells.
+* SIGINT / SIGTERM stop the sweep cleanly: pending runs are cancelled, running ones are asked to stop
+  (SIGTERM, unwinding through ``run_experiment``, which never leaves a ``done`` marker on an unfinished
+  run), stragglers are killed after a grace period and the pool is shut down.
+
+``backend="local"`` uses a :class:`~concurrent.futures.ProcessPoolExecutor` with ``jobs`` workers (default:
+the number of cores). ``backend="ray"`` submits the same cells as Ray tasks (``ray.init(address=...)``;
+a local instance without an address); the run directories are identical, but on a multi-node cluster
+``out`` must be on storage every node can write. Ray is the optional extra ``prefrl[ray]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import os
+import re
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefrl.spec_utils import SpecError
+
+logger = logging.getLogger(__name__)
+
+
+def is_done(run_dir: str | Path) -> bool:
+    """True if ``run_dir`` holds a finished run (its ``done`` marker; see :mod:`prefrl.experiment`)."""
+    # not imported from prefrl.experiment, so that building the CLI parser does not import torch
+    return (Path(run_dir) / "done").is_file()
+
+
+__all__ = [
+    "BACKENDS",
+    "RayNotInstalledError",
+    "RunCell",
+    "RunOutcome",
+    "SweepResult",
+    "add_plot_parser",
+    "add_report_parser",
+    "add_sweep_parser",
+    "expand_grid",
+    "run_sweep",
+    "split_specs",
+]
+
+#: execution backends of :func:`run_sweep`
+BACKENDS = ("local", "ray")
+
+#: seconds running workers get to unwind after SIGTERM before they are killed
+STOP_GRACE_S = 15.0
+
+#: install hint for the optional Ray backend
+RAY_INSTALL = "pip install 'prefrl[ray]'"
+
+
+class RayNotInstalledError(ImportError):
+    """``backend="ray"`` was asked for but Ray is not importable."""
+
+
+@dataclass(frozen=True)
+class RunCell:
+    """One cell of a sweep grid: everything :func:`~prefrl.experiment.run_experiment` needs.
+
+    :param env: env spec name
+    :param agent: agent name
+    :param rater: rater spec, ``"none"`` for agents that need none
+    :param seed: run seed
+    :param run_dir: the cell's run directory
+    """
+
+    env: str
+    agent: str
+    rater: str
+    seed: int
+    run_dir: str
+    steps: int | None = None
+    queries: int | None = None
+    overrides: Mapping[str, Any] | None = None
+    eval_freq: int | None = None
+    n_eval_episodes: int | None = None
+
+    @property
+    def label(self) -> str:
+        """``env/agent/rater/seed<k>`` (for messages)."""
+        return f"{self.env}/{self.agent}/{self.rater}/seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What happened to one cell: ``status`` is ``"done"``, ``"skipped"`` (already done) or ``"failed"``."""
+
+    cell: RunCell
+    status: str
+    wall_s: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class SweepResult:
+    """The outcome of :func:`run_sweep`.
+
+    :param root: the sweep's output directory
+    :param cells: every cell of the grid, in grid order
+    :param outcomes: one per cell that finished, was skipped or failed in this invocation
+    :param interrupted: the sweep was stopped by SIGINT/SIGTERM before the grid finished
+    """
+
+    root: Path
+    cells: list[RunCell]
+    outcomes: list[RunOutcome] = field(default_factory=list)
+    interrupted: bool = False
+
+    def _with(self, status: str) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def completed(self) -> list[RunOutcome]:
+        """Runs trained to the end in this invocation."""
+        return self._with("done")
+
+    @property
+    def skipped(self) -> list[RunOutcome]:
+        """Runs already done before this invocation."""
+        return self._with("skipped")
+
+    @property
+    def failed(self) -> list[RunOutcome]:
+        """Runs that raised."""
+        return self._with("failed")
+
+    @property
+    def ok(self) -> bool:
+        """Every cell of the grid is done."""
+        return not self.interrupted and all(is_done(c.run_dir) for c in self.cells)
+
+    def summary(self) -> str:
+        """One line: counts of done / skipped / failed / not run."""
+        not_run = len(self.cells) - len(self.outcomes)
+        text = (
+            f"{len(self.cells)} runs: {len(self.completed)} trained, {len(self.skipped)} already done, "
+            f"{len(self.failed)} failed"
+        )
+        if not_run:
+            text += f", {not_run} not run"
+        if self.interrupted:
+            text += " (interrupted: run the same command again to resume)"
+        return text
+
+
+# --------------------------------------------------------------------------------------------------
+# Grid
+# --------------------------------------------------------------------------------------------------
+
+# a comma-separated item that starts with "key=" continues the previous rater spec's parameter list
+_CONTINUATION = re.compile(r"^\s*[A-Za-z_]\w*\s*=")
+
+
+def split_specs(values: str | Iterable[str] | None) -> list[str]:
+    """Split comma-separated CLI lists, keeping rater parameters together.
+
+    ``"ppo,spo"`` -> ``["ppo", "spo"]``; ``"partial_return,mistake:eps=0.2,beta=1"`` ->
+    ``["partial_return", "mistake:eps=0.2,beta=1"]`` (an item of the form ``key=value`` belongs to the
+    spec before it). Repeated options (a list) are split and concatenated; duplicates are dropped.
+    """
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    items: list[str] = []
+    for value in values:
+        pieces: list[str] = []
+        for piece in str(value).split(","):
+            if pieces and _CONTINUATION.match(piece) and ":" in pieces[-1]:
+                pieces[-1] += "," + piece.strip()
+            elif piece.strip():
+                pieces.append(piece.strip())
+        items.extend(pieces)
+    return list(dict.fromkeys(items))
+
+
+def _seed_list(seeds: int | Sequence[int]) -> list[int]:
+    if isinstance(seeds, bool):
+        raise SpecError(f"seeds must be a count or a list of ints, got {seeds!r}")
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise SpecError(f"seeds must be >= 1 (a count: seeds 0..n-1), got {seeds}")
+        return list(range(seeds))
+    seed_list = [int(s) for s in seeds]
+    if not seed_list:
+        raise SpecError("seeds: empty list")
+    if len(set(seed_list)) != len(seed_list):
+        raise SpecError(f"seeds: duplicates in {seed_list}")
+    return seed_list
+
+
+def expand_grid(
+    envs: str | Sequence[str],
+    agents: str | Sequence[str],
+    raters: str | Sequence[str] | None,
+    seeds: int | Sequence[int],
+    out: str | Path,
+    steps: int | None = None,
+    queries: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    agent_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    eval_freq: int | None = None,
+    n_eval_episodes: int | None = None,
+) -> list[RunCell]:
+    """Every cell of the grid, validated (env, agent, config keys, rater specs) before anything runs.
+
+    Agents with ``requires_rater = False`` get one cell per (env, seed) with rater ``"none"``; agents that
+    need a rater get one per rater. ``overrides`` apply to every agent; ``agent_overrides[name]`` to one
+    (merged after ``overrides``).
+
+    :raises SpecError: unknown env/agent, bad config key, a preference agent without any rater, ...
+    :raises RaterError: an invalid rater spec (checked against every env of the grid)
+    """
+    from prefrl.agents import get_agent_class
+    from prefrl.experiment import default_run_dir, resolve_run
+    from prefrl.spec_utils import deep_update
+
+    env_list, agent_list, rater_list = split_specs(envs), split_specs(agents), split_specs(raters)
+    rater_list = [r for r in rater_list if r.lower() != "none"]
+    if not env_list or not agent_list:
+        raise SpecError("a sweep needs at least one env and one agent")
+    seed_list = _seed_list(seeds)
+    agent_overrides = dict(agent_overrides or {})
+    unknown = set(agent_overrides) - set(agent_list)
+    if unknown:
+        raise SpecError(f"agent_overrides for agents not in the sweep: {', '.join(sorted(unknown))}")
+
+    cells: list[RunCell] = []
+    for env in env_list:
+        for agent in agent_list:
+            cls = get_agent_class(agent)
+            cell_raters: list[str | None] = rater_list if cls.requires_rater else [None]  # type: ignore[assignment]
+            if cls.requires_rater and not rater_list:
+                raise SpecError(f"agent '{agent}' learns from preferences: give at least one --rater")
+            merged = deep_update(dict(overrides or {}), dict(agent_overrides.get(agent) or {}))
+            for rater in cell_raters:
+                # validates env spec, agent config (with overrides), budgets and the rater on this env
+                run = resolve_run(
+                    env, agent, rater, seed_list[0], steps, queries, merged, eval_freq, n_eval_episodes
+                )
+                for seed in seed_list:
+                    cells.append(
+                        RunCell(
+                            env=run["env"],
+                            agent=agent,
+                            rater=run["rater"],
+                            seed=seed,
+                            run_dir=str(default_run_dir(run["env"], agent, run["rater"], seed, out)),
+                            steps=steps,
+                            queries=queries,
+                            overrides=merged or None,
+                            eval_freq=eval_freq,
+                            n_eval_episodes=n_eval_episodes,
+                        )
+                    )
+    dirs = [c.run_dir for c in cells]
+    if len(set(dirs)) != len(dirs):
+        # two rater specs that map to the same path component (e.g. differing only in punctuation)
+        dup = sorted({d for d in dirs if dirs.count(d) > 1})
+        raise SpecError(f"two grid cells share a run directory: {dup[0]}; rename one rater spec")
+    return cells
+
+
+# --------------------------------------------------------------------------------------------------
+# Running one cell (in a worker process or a Ray task)
+# --------------------------------------------------------------------------------------------------
+
+
+class _Terminated(SystemExit):
+    """Raised in a worker by SIGTERM so that the run unwinds through its ``finally`` blocks."""
+
+
+#: set in a worker once it was asked to stop: cells it already holds in its queue are not started
+_STOPPING = False
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    global _STOPPING
+    _STOPPING = True
+    raise _Terminated(128 + signum)
+
+
+def _worker_init() -> None:
+    # Ctrl-C reaches the whole process group: only the parent reacts, and stops the workers itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def run_cell(cell: RunCell) -> RunOutcome:
+    """Run one cell with :func:`run_experiment`; a raised exception becomes a ``"failed"`` outcome.
+
+    Errors are recorded in the run directory's ``error.txt`` (``run_experiment`` writes it for training
+    errors; errors raised before the directory is a run directory are only returned).
+    """
+    from prefrl.experiment import run_experiment
+
+    if _STOPPING:
+        raise _Terminated(128 + signal.SIGTERM)
+    run_dir = Path(cell.run_dir)
+    if is_done(run_dir):
+        return RunOutcome(cell, "skipped")
+    start = time.perf_counter()
+    try:
+        run_experiment(
+            cell.env,
+            cell.agent,
+            None if cell.rater == "none" else cell.rater,
+            cell.seed,
+            steps=cell.steps,
+            queries=cell.queries,
+            out=run_dir,
+            overrides=cell.overrides,
+            eval_freq=cell.eval_freq,
+            n_eval_episodes=cell.n_eval_episodes,
+            progress_bar=False,
+        )
+    except Exception as e:
+        error = "".join(traceback.format_exception_only(e)).strip()
+        if (run_dir / "config.yaml").is_file() and not (run_dir / "error.txt").is_file():
+            (run_dir / "error.txt").write_text(traceback.format_exc())
+        return RunOutcome(cell, "failed", time.perf_counter() - start, error)
+    return RunOutcome(cell, "done", time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------------------------------
+# Backends
+# --------------------------------------------------------------------------------------------------
+
+
+class _StopRequested(KeyboardInterrupt):
+    """SIGTERM in the sweep's main process (handled like Ctrl-C)."""
+
+
+@contextmanager
+def _stop_signals() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_StopRequested` (SIGINT already raises KeyboardInterrupt)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise _StopRequested(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_pool(pool: ProcessPoolExecutor, grace_s: float) -> None:
+    """Cancel pending work, SIGTERM the workers, wait ``grace_s``, SIGKILL what is left, shut down."""
+    # the executor keeps its worker processes in a private dict; there is no public way to signal them
+    processes = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    deadline = time.monotonic() + grace_s
+    for proc in processes:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    for proc in processes:
+        if proc.is_alive():
+            logger.warning("worker %s did not stop within %.0f s: killing it", proc.pid, grace_s)
+            proc.kill()
+            proc.join(5.0)
+    pool.shutdown(wait=True)
+
+
+def _run_local(
+    cells: Sequence[RunCell], jobs: int, on_outcome: Callable[[RunOutcome], None], grace_s: float
+) -> None:
+    # spawn, not fork: the parent may hold threads (progress bar, torch) that a fork would copy mid-state
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init)
+    try:
+        pending: set[Future[RunOutcome]] = set()
+        by_future: dict[Future[RunOutcome], RunCell] = {}
+        for cell in cells:
+            future = pool.submit(run_cell, cell)
+            by_future[future] = cell
+            pending.add(future)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                try:
+                    outcome = future.result()
+                except Exception as e:  # the worker died (killed, out of memory): record and go on
+                    outcome = RunOutcome(by_future[future], "failed", error=f"worker process failed: {e!r}")
+                on_outcome(outcome)
+    except BaseException:
+        _stop_pool(pool, grace_s)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as e:
+        raise RayNotInstalledError(
+            f"the Ray backend needs Ray, which is not installed ({e}); install it with: {RAY_INSTALL}"
+        ) from e
+    return ray
+
+
+def _run_ray(
+    cells: Sequence[RunCell], jobs: int | None, address: str | None, on_outcome: Callable[[RunOutcome], None]
+) -> None:
+    ray = _import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        options: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
+        if address is None:
+            # a local instance sized like the process pool; the dashboard is not needed for batch runs
+            options.update(num_cpus=jobs, include_dashboard=False)
+        ray.init(address=address, **options)
+    # one CPU per run; no automatic retries: a failed run is recorded, not silently re-run
+    remote = ray.remote(num_cpus=1, max_retries=0)(_ray_run_cell)
+    refs: dict[Any, RunCell] = {remote.remote(cell): cell for cell in cells}
+    pending = list(refs)
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                try:
+                    outcome = ray.get(ref)
+                except Exception as e:  # the task's worker died
+                    outcome = RunOutcome(refs[ref], "failed", error=f"ray task failed: {e!r}")
+                on_outcome(outcome)
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)  # force: kills the worker process running the task
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _ray_run_cell(cell: RunCell) -> RunOutcome:
+    # Ray workers are long-lived processes shared by tasks: set the thread limits per task
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    return run_cell(cell)
+
+
+# --------------------------------------------------------------------------------------------------
+# The sweep
+# --------------------------------------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_failures(root: Path, failures: Sequence[RunOutcome]) -> None:
+    import pandas as pd
+
+    rows = [
+        {
+            "env": o.cell.env,
+            "agent": o.cell.agent,
+            "rater": o.cell.rater,
+            "seed": o.cell.seed,
+            "run_dir": o.cell.run_dir,
+            "error": o.error,
+            "error_file": str(Path(o.cell.run_dir) / "error.txt")
+            if (Path(o.cell.run_dir) / "error.txt").is_file()
+            else "",
+        }
+        for o in failures
+    ]
+    columns = ["env", "agent", "rater", "seed", "run_dir", "error", "error_file"]
+    tmp = root / "failures.csv.tmp"
+    pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
+    os.replace(tmp, root / "failures.csv")
+    _write_atomic(root / "failures.json", json.dumps(rows, indent=2) + "\n")
+
+
+def run_sweep(
+    envs: str | Sequence[str],
+    agents: str | Sequence[str],
+    raters: str | Sequence[str] | None,
+    seeds: int | Sequence[int],
+    steps: int | None = None,
+    queries: int | None = None,
+    out: str | Path = "runs",
+    jobs: int | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    agent_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    eval_freq: int | None = None,
+    n_eval_episodes: int | None = None,
+    progress: bool | None = None,
+    grace_s: float = STOP_GRACE_S,
+) -> SweepResult:
+    """Run the grid env x agent x rater x seed; resumable, fault-tolerant, interruptible.
+
+    :param envs: env spec names (a list or a comma-separated string)
+    :param agents: agent names
+    :param raters: rater specs (ignored for agents that need none); ``None`` if only such agents run
+    :param seeds: a count ``n`` (seeds ``0..n-1``) or an explicit list
+    :param steps: env-step budget per run (default: each agent config's)
+    :param queries: query budget per run (default: each agent config's)
+    :param out: sweep root; runs go to ``out/<env>/<agent>/<rater>/seed<k>``
+    :param jobs: parallel runs (default: the number of cores; at most the number of runs to do)
+    :param backend: ``"local"`` (process pool) or ``"ray"``
+    :param address: Ray cluster address (``"auto"``, ``"ray://host:10001"``); ``None`` starts a local one
+    :param overrides: agent config overrides for every run (nested dict)
+    :param agent_overrides: per-agent overrides, ``{agent: {...}}``
+    :param eval_freq: env steps between evaluations (overrides the configs)
+    :param n_eval_episodes: episodes per evaluation (overrides the configs)
+    :param progress: show a progress bar with ETA (default: when stderr is a terminal)
+    :param grace_s: seconds stopped workers get to unwind before they are killed
+    :returns: the :class:`SweepResult`; ``interrupted`` is set if SIGINT/SIGTERM stopped it
+    :raises RayNotInstalledError: ``backend="ray"`` without Ray installed
+    """
+    if backend not in BACKENDS:
+        raise SpecError(f"unknown backend '{backend}'; expected one of {', '.join(BACKENDS)}")
+    if backend == "ray":
+        _import_ray()  # fail before any work, with the install command
+    if jobs is not None and jobs < 1:
+        raise SpecError(f"jobs must be >= 1, got {jobs}")
+    root = Path(out)
+    cells = expand_grid(
+        envs,
+        agents,
+        raters,
+        seeds,
+        root,
+        steps,
+        queries,
+        overrides,
+        agent_overrides,
+        eval_freq,
+        n_eval_episodes,
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    _write_atomic(
+        root / "sweep.json",
+        json.dumps(
+            {
+                "envs": split_specs(envs),
+                "agents": split_specs(agents),
+                "raters": split_specs(raters),
+                "seeds": _seed_list(seeds),
+                "steps": steps,
+                "queries": queries,
+                "backend": backend,
+                "runs": [asdict(c) for c in cells],
+            },
+            indent=2,
+            default=str,
+        )
+        + "\n",
+    )
+    result = SweepResult(root=root, cells=cells)
+    todo = [c for c in cells if not is_done(c.run_dir)]
+    result.outcomes.extend(RunOutcome(c, "skipped") for c in cells if is_done(c.run_dir))
+    workers = max(1, min(jobs or os.cpu_count() or 1, len(todo) or 1))
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=len(cells),
+        initial=len(cells) - len(todo),
+        desc="sweep",
+        unit="run",
+        dynamic_ncols=True,
+        disable=(not sys.stderr.isatty()) if progress is None else not progress,
+    )
+
+    def on_outcome(outcome: RunOutcome) -> None:
+        result.outcomes.append(outcome)
+        if outcome.status == "failed":
+            bar.write(f"FAILED {outcome.cell.label}: {outcome.error}")
+            logger.error("run %s failed: %s", outcome.cell.label, outcome.error)
+        bar.set_postfix(failed=len(result.failed), refresh=False)
+        bar.update(1)
+
+    logger.info("sweep %s: %d runs, %d to do, %d workers (%s)", root, len(cells), len(todo), workers, backend)
+    try:
+        with _stop_signals():
+            if todo and backend == "local":
+                _run_local(todo, workers, on_outcome, grace_s)
+            elif todo:
+                _run_ray(todo, jobs or None, address, on_outcome)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        logger.warning("sweep interrupted; finished runs are kept, re-run to resume")
+    finally:
+        bar.close()
+        _write_failures(root, result.failed)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line (wired into prefrl/cli.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``prefrl sweep`` to an argparse sub-parser collection; returns the new parser."""
+    p = subparsers.add_parser(
+        "sweep",
+        help="run a grid env x agent x rater x seed (resumable, parallel)",
+        description="Run every (env, agent, rater, seed) cell as its own run directory under --out. "
+        "Finished runs are skipped, so re-running the same command resumes an interrupted sweep.",
+    )
+    p.add_argument("--env", action="append", required=True, help="env spec(s), comma-separated or repeated")
+    p.add_argument("--agent", action="append", required=True, help="agent(s), comma-separated or repeated")
+    p.add_argument(
+        "--rater",
+        action="append",
+        default=None,
+        help="rater spec(s), comma-separated or repeated (e.g. partial_return,mistake:eps=0.2); "
+        "agents that need no rater run once with rater 'none'",
+    )
+    p.add_argument("--seeds", default="3", help="a count n (seeds 0..n-1) or a list like 0,1,5")
+    p.add_argument("--steps", type=int, default=None, help="env steps per run (default: agent config's)")
+    p.add_argument("--queries", type=int, default=None, help="query budget per run")
+    p.add_argument("--out", default="runs", help="sweep root directory (default: runs)")
+    p.add_argument("--jobs", type=int, default=None, help="parallel runs (default: number of cores)")
+    p.add_argument("--backend", choices=BACKENDS, default="local")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
+    p.add_argument("--eval-freq", type=int, default=None, help="env steps between evaluations")
+    p.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every agent"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
+    return p
+
+
+def _parse_seeds(text: str) -> int | list[int]:
+    try:
+        parts = [int(s) for s in str(text).split(",") if s.strip()]
+    except ValueError as e:
+        raise SpecError(f"--seeds expects a count or a comma-separated list of ints, got '{text}'") from e
+    if len(parts) == 1 and "," not in str(text):
+        return parts[0]
+    return parts
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``prefrl sweep``: exit 0 if the grid is complete, 1 if runs failed, 130 if interrupted."""
+    from prefrl.cli import parse_overrides
+
+    if args.backend == "ray":
+        try:
+            _import_ray()
+        except RayNotInstalledError as e:
+            print(f"prefrl sweep: error: {e}", file=sys.stderr)
+            return 2
+    result = run_sweep(
+        envs=args.env,
+        agents=args.agent,
+        raters=args.rater,
+        seeds=_parse_seeds(args.seeds),
+        steps=args.steps,
+        queries=args.queries,
+        out=args.out,
+        jobs=args.jobs,
+        backend=args.backend,
+        address=args.address,
+        overrides=parse_overrides(args.set) or None,
+        eval_freq=args.eval_freq,
+        n_eval_episodes=args.eval_episodes,
+        progress=False if args.no_progress else None,
+    )
+    print(result.summary())
+    for outcome in result.failed:
+        print(f"  failed: {outcome.cell.label}: {outcome.error}")
+    if result.failed:
+        print(f"  details: {Path(args.out) / 'failures.csv'} and each run's error.txt")
+    if result.interrupted:
+        return 130
+    return 1 if result.failed else 0
+
+
+def add_plot_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``prefrl plot DIR`` (learning curves, aggregate intervals, probability of improvement)."""
+    p = subparsers.add_parser("plot", help="plot the runs under a directory (PNG + SVG)")
+    p.add_argument("dir", help="sweep root or any directory holding run directories")
+    p.add_argument("--out", default=None, help="figure directory (default: DIR/plots)")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the 95%% CIs")
+    p.add_argument("--all", action="store_true", help="include unfinished runs")
+    p.set_defaults(func=cmd_plot)
+    return p
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """``prefrl plot``: write every figure and print their paths."""
+    from prefrl.report import make_figures
+
+    figures = make_figures(args.dir, out=args.out, reps=args.reps, only_done=not args.all)
+    for paths in figures.values():
+        for path in paths:
+            print(path)
+    return 0
+
+
+def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``prefrl report DIR`` (one self-contained Markdown or HTML page)."""
+    p = subparsers.add_parser("report", help="write a self-contained report of the runs under a directory")
+    p.add_argument("dir", help="sweep root or any directory holding run directories")
+    p.add_argument("--out", default=None, help="report file (default: DIR/report.md or DIR/report.html)")
+    p.add_argument("--format", choices=["md", "html"], default="md", dest="fmt")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the 95%% CIs")
+    p.set_defaults(func=cmd_report)
+    return p
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``prefrl report``: write the report and print its path."""
+    from prefrl.report import write_report
+
+    print(write_report(args.dir, out=args.out, fmt=args.fmt, reps=args.reps))
+    return 0
