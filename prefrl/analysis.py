@@ -142,8 +142,9 @@ def bootstrap_ci(
     independently within each task (the stratification) and independently across arrays, which is
     rliable's ``StratifiedBootstrap`` (one array) / ``StratifiedIndependentBootstrap`` (several) with
     the percentile method. Done here rather than through ``rliable.library`` because that module needs
-    ``arch`` < 8, which does not import under pandas 3; the statistics themselves (``func``) are
-    rliable's metrics.
+    ``arch`` < 8, which does not import under pandas 3 and, under pandas 2, ignores the seed it is
+    given (intervals would not be reproducible); the statistics themselves (``func``) are rliable's
+    metrics.
 
     :param func: aggregate ``(*[runs, tasks, ...]) -> array``
     :param reps: bootstrap replicates

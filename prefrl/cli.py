@@ -6,6 +6,9 @@ Sub-commands::
     prefrl rate  --env ENV --rater R1 [--rater R2 ...] --pairs N [--policy random] [--seed S] [--json]
     prefrl demo  [--out results/demo]
     prefrl oracle train --env ENV [--steps N] [--seed S] | prefrl oracle eval --env ENV
+    prefrl dataset build --env ENV --rater R [--episodes N] [--noise S] [--segment 64] [--pairs P]
+    prefrl sweep --env E1,E2 --agent A1,A2 --rater R1,R2 --seeds 5 [--jobs J] [--backend local|ray]
+    prefrl plot DIR | prefrl report DIR | prefrl render --run DIR | --env ENV --pair
     prefrl list  (environments, agents, raters)
 
 Errors in user input (unknown env, misspelled config key, bad rater parameter...) print one line naming
@@ -28,7 +31,14 @@ from prefrl.spec_utils import SpecError
 from prefrl.types import ShapeError
 
 #: exceptions that mean "the user asked for something invalid" rather than a bug
-USER_ERRORS: tuple[type[Exception], ...] = (SpecError, RaterError, ShapeError, ValueError, KeyError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    SpecError,
+    RaterError,
+    ShapeError,
+    ValueError,
+    KeyError,
+    FileNotFoundError,
+)  # OracleError, DatasetError and RenderError-like input problems derive from ValueError
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -168,6 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     evl.add_argument("--episodes", type=int, default=20)
     evl.add_argument("--seed", type=int, default=0)
     orc.set_defaults(func=_cmd_oracle)
+
+    from prefrl.datasets import add_dataset_parser
+    from prefrl.render import add_render_parser
+    from prefrl.sweep import add_plot_parser, add_report_parser, add_sweep_parser
+
+    for add_parser in (
+        add_dataset_parser,
+        add_sweep_parser,
+        add_plot_parser,
+        add_report_parser,
+        add_render_parser,
+    ):
+        add_parser(sub)
 
     lst = sub.add_parser("list", help="list environments, agents and raters")
     lst.set_defaults(func=_cmd_list)

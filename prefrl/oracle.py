@@ -58,7 +58,7 @@ def load_oracle_config(env_name: str, path: Path = ORACLE_CONFIG) -> dict[str, A
     return config
 
 
-class OracleError(RuntimeError):
+class OracleError(ValueError):
     """A missing or unusable oracle checkpoint."""
 
 
