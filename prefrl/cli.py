@@ -57,15 +57,12 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _parse_value(raw: str) -> Any:
-    """YAML scalar/list parsing, except that ``3e-4`` is a float (YAML 1.1 would keep it a string)."""
-    try:
-        return int(raw)
-    except ValueError:
-        pass
-    try:
-        return float(raw)
-    except ValueError:
-        return yaml.safe_load(raw)
+    """Numbers and booleans as the rater grammar parses them (``3e-4`` is a float, which YAML 1.1
+    would keep a string), anything else (lists, mappings, strings) as YAML."""
+    from prefrl.raters.registry import parse_value
+
+    value = parse_value(raw)
+    return yaml.safe_load(raw) if isinstance(value, str) else value
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
