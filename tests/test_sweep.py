@@ -158,7 +158,6 @@ def _group_gone(pgid, timeout=10.0):
     return False
 
 
-@pytest.mark.slow  # ~45 s: two sweeps of spawned workers
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_sweep_stops_cleanly_and_resumes(tmp_path, sig):
     steps = 1024
@@ -210,7 +209,6 @@ def test_ray_missing_gives_install_command(tmp_path, monkeypatch):
         sweep.run_sweep("pendulum", "ppo", None, 1, out=tmp_path, backend="dask")
 
 
-@pytest.mark.slow
 def test_ray_backend_matches_local(tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'prefrl[ray]')")
     options = {
