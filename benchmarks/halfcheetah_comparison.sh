@@ -8,8 +8,12 @@ cd "$(dirname "$0")/.."
 seeds=${1:-1}
 out=results/halfcheetah/runs
 export OMP_NUM_THREADS=1
-common=(--env halfcheetah --seeds "$seeds" --steps 1000000 --out "$out" --jobs 2 --eval-freq 50000)
-.venv/bin/prefrl sweep "${common[@]}" --agent ppo,rm_ppo --rater partial_return --queries 1400
-.venv/bin/prefrl sweep "${common[@]}" --agent spo --rater partial_return,intransitive
-.venv/bin/prefrl sweep "${common[@]}" --agent rm_ppo --rater intransitive --queries 1400
+common=(--env halfcheetah --seeds "$seeds" --out "$out" --eval-freq 50000)
+.venv/bin/prefrl sweep "${common[@]}" --steps 1000000 --jobs 2 --agent ppo,rm_ppo --rater partial_return \
+    --queries 1400 &
+# spo has no query budget (every comparison is counted and logged); 3 runs beside the two above
+.venv/bin/prefrl sweep "${common[@]}" --steps 1000000 --jobs 2 --agent spo --rater partial_return,intransitive &
+.venv/bin/prefrl sweep "${common[@]}" --steps 1000000 --jobs 1 --agent rm_ppo --rater intransitive \
+    --queries 1400 &
+wait
 .venv/bin/prefrl report "$out" --out results/halfcheetah/report.md
