@@ -81,9 +81,12 @@ def test_missing_and_corrupted_checkpoints_say_how_to_train(tmp_path):
         load_oracle(spec, directory=bad_manifest)
 
 
-def test_env_without_oracle_gives_clear_error():
-    with pytest.raises(OracleError, match="prefrl oracle train --env halfcheetah"):
-        load_oracle("halfcheetah")
+def test_env_without_oracle_gives_clear_error(tmp_path, monkeypatch):
+    import prefrl.oracle as oracle_module
+
+    monkeypatch.setattr(oracle_module, "CHECKPOINT_ROOT", tmp_path)  # no env has a checkpoint here
+    with pytest.raises(OracleError, match=r"no oracle for env 'walker2d'.*oracle train --env walker2d"):
+        load_oracle("walker2d")
 
 
 def test_pick_levels_spreads_over_skill():
