@@ -56,7 +56,30 @@ def load_run(run_dir: str | Path) -> pd.DataFrame | None:
     frame.insert(3, "seed", int(config.get("seed", -1)))
     frame["done"] = (run_dir / "done").exists()
     frame["run_dir"] = str(run_dir)
+    _fill_normalised_score(frame)
     return frame
+
+
+def _fill_normalised_score(frame: pd.DataFrame) -> None:
+    """Normalise returns with the env spec's anchors when the run predates them.
+
+    A run records ``normalised_score`` with the anchors its env spec had when it started (NaN if it had
+    none); anchors measured later (``prefrl oracle train``) fill those gaps here, the same formula.
+    """
+    from prefrl.envs import load_env_spec
+    from prefrl.spec_utils import SpecError
+
+    scores = frame.get("normalised_score")
+    if scores is not None and scores.notna().all():
+        return
+    try:
+        spec = load_env_spec(str(frame["env"].iloc[0]))
+    except SpecError:
+        return
+    if not spec.has_normalisation or "true_return_mean" not in frame:
+        return
+    filled = spec.normalise(frame["true_return_mean"].to_numpy(dtype=float))
+    frame["normalised_score"] = filled if scores is None else scores.fillna(pd.Series(filled, frame.index))
 
 
 def load_runs(roots: Iterable[str | Path] | str | Path, only_done: bool = False) -> pd.DataFrame:

@@ -165,3 +165,20 @@ def test_rater_agreement_matrix():
     np.testing.assert_allclose(values, values.T)
     # 30% flips of strict labels: agreement near 0.7
     assert 0.6 < values[0, 1] < 0.8
+
+
+def test_missing_normalised_scores_are_filled_from_the_env_spec(tmp_path):
+    """A run that started before the env had anchors gets them at load time (same formula)."""
+    from prefrl.envs import load_env_spec
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(
+        yaml.safe_dump({"env": "pendulum", "agent": "ppo", "rater": None, "seed": 0})
+    )
+    pd.DataFrame(
+        {"env_steps": [0, 100], "true_return_mean": [-1200.0, -200.0], "normalised_score": [np.nan, np.nan]}
+    ).to_csv(run / "progress.csv", index=False)
+    table = analysis.load_runs(tmp_path)
+    expected = load_env_spec("pendulum").normalise(np.array([-1200.0, -200.0]))
+    np.testing.assert_allclose(table["normalised_score"], expected)
