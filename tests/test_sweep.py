@@ -160,7 +160,8 @@ def _group_gone(pgid, timeout=10.0):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_sweep_stops_cleanly_and_resumes(tmp_path, sig):
-    steps = 1024
+    # long enough that the grid cannot finish between the first progress row and the signal
+    steps = 6144
     script = tmp_path / "sweep_script.py"
     script.write_text(SCRIPT.format(tiny=TINY))
     root = tmp_path / "runs"
