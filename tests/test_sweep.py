@@ -168,7 +168,15 @@ def test_interrupted_sweep_stops_cleanly_and_resumes(tmp_path, sig):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, str(script), str(root), str(steps)]
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
-    proc = subprocess.Popen(command, env=env, start_new_session=True, **pipes)
+    # a shell's background job (CI, `make test &`) starts with SIGINT ignored, which a child inherits;
+    # restore the default so the sweep sees Ctrl-C as it would in a terminal
+    proc = subprocess.Popen(
+        command,
+        env=env,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        **pipes,
+    )
     try:
         # wait until a run is under way (a progress row past step 0), then interrupt
         deadline = time.monotonic() + 120
