@@ -120,6 +120,8 @@ def _build_model(spec: EnvSpec, algo: str, policy_kwargs: dict[str, Any], seed: 
     )
 
 
+#: state-dict prefixes of value networks (SAC critics, PPO value head), left out of act-only checkpoints
+CRITIC_PREFIXES = ("critic", "value_net", "vf", "mlp_extractor.value_net")
 #: prefix of the observation-normalisation statistics stored beside the weights (PPO with VecNormalize)
 NORM_PREFIX = "normalization."
 
@@ -158,7 +160,7 @@ def _save_weights(snapshot: Snapshot, path: Path, actor_only: bool) -> None:
     state = snapshot.state
     if actor_only:
         # skill-level checkpoints only need to act: keep the files small
-        state = {k: v for k, v in state.items() if not k.startswith(("critic", "value_net", "vf"))}
+        state = {k: v for k, v in state.items() if not k.startswith(CRITIC_PREFIXES)}
     # float16 halves the shipped size; weights are cast back to float32 on load
     state = {k: v.detach().cpu().to(th.float16) if v.is_floating_point() else v for k, v in state.items()}
     state.update({NORM_PREFIX + k: v for k, v in snapshot.norm.items()})  # statistics stay float64
@@ -181,7 +183,8 @@ def _load_weights(model: BaseAlgorithm, path: Path, spec: EnvSpec) -> dict[str, 
         raise OracleError(
             f"oracle checkpoint {path} is corrupted ({type(e).__name__}: {reason}); {_how_to_train(spec)}"
         ) from None
-    if unexpected or [k for k in missing if k.startswith(("actor", "mlp_extractor", "action_net"))]:
+    actor_missing = [k for k in missing if not k.startswith(CRITIC_PREFIXES)]
+    if unexpected or actor_missing:
         raise OracleError(
             f"oracle checkpoint {path} does not match the {model.__class__.__name__} architecture "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}); {_how_to_train(spec)}"
