@@ -1,17 +1,18 @@
-"""CPL vs BC on Pendulum-v1 offline preference datasets (the only env with a shipped oracle so far).
+"""CPL vs BC on offline preference datasets built from an env's shipped oracle (default HalfCheetah-v5).
 
-Runs, one training at a time (finished runs are skipped)::
+Runs, one training at a time (finished runs are skipped); ``--env`` picks the env (``pendulum``,
+``halfcheetah``) and the output folder results/cpl/<env>::
 
     # 1. cpl and bc on the same regret-labelled dataset, and cpl on partial_return labels of the same
     #    segments (same dataset seed: identical rollouts, only the labels differ); 3 seeds each
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_cpl.py runs --seeds 0 1 2
-    # 2. CPL gradient steps per second (no evaluation) at batch 96 pairs, official and Pendulum networks
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_cpl.py timing --steps 40
-    # 3. results/cpl/summary.csv, results/cpl/runs_final.csv, results/cpl/timing.csv, results/cpl/curves.png
-    .venv/bin/python benchmarks/bench_cpl.py report
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_cpl.py --env halfcheetah runs --seeds 0 1 2
+    # 2. CPL gradient steps per second (no evaluation) at batch 96 pairs, official and the env's network
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_cpl.py --env halfcheetah timing --steps 40
+    # 3. summary.csv, runs_final.csv, timing.csv, curves.png under results/cpl/<env>
+    .venv/bin/python benchmarks/bench_cpl.py --env halfcheetah report
 
-Settings are agents/cpl.yaml and agents/bc.yaml (their ``pendulum`` entries). Datasets are cached under
-results/cpl/runs/datasets (git-ignored). The dataset's own score is the normalised true return of its
+Settings are agents/cpl.yaml and agents/bc.yaml (their per-env entries). Datasets are cached under
+results/cpl/<env>/runs/datasets (git-ignored). The dataset's own score is the normalised true return of its
 noisy behaviour policies, weighted by their share of the episodes (recorded in the dataset).
 """
 
@@ -29,10 +30,10 @@ import torch
 
 from prefrl.spec_utils import PROJECT_ROOT
 
-OUT = PROJECT_ROOT / "results" / "cpl"
-ENV = "pendulum"
 JOBS = (("cpl", "regret"), ("bc", "regret"), ("cpl", "partial_return"))
-os.environ.setdefault("PREFRL_DATA_DIR", str(OUT / "runs" / "datasets"))
+# set by main() from --env
+ENV = "halfcheetah"
+OUT = PROJECT_ROOT / "results" / "cpl" / ENV
 
 
 def run_dir(agent: str, rater: str, seed: int) -> Path:
@@ -72,8 +73,8 @@ def cmd_timing(args: argparse.Namespace) -> None:
             "policy_kwargs": {"net_arch": [512, 512]},
             "offline": {"batch_size": 96},
         },
-        "pendulum [256,256], batch 96": {"offline": {"batch_size": 96}},
-        "pendulum [256,256], batch 32": {},
+        f"{ENV} yaml net, batch 96": {"offline": {"batch_size": 96}},
+        f"{ENV} yaml settings": {},
     }
     for label, overrides in settings.items():
         config = load_agent_config("cpl", ENV, overrides)
@@ -97,7 +98,7 @@ def _dataset_score() -> tuple[float, float]:
         prov = load_dataset(path).provenance
         if prov["params"]["rater"].startswith("RegretRater"):
             return float(prov["mean_normalised_score"]), float(prov["mean_noisy_return"])
-    raise SystemExit("no regret dataset under results/cpl/runs/datasets")
+    raise SystemExit(f"no regret dataset under {OUT / 'runs' / 'datasets'}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -128,7 +129,7 @@ def cmd_report(args: argparse.Namespace) -> None:
             }
         )
     if not finals:
-        raise SystemExit("no finished runs under results/cpl/runs: run `bench_cpl.py runs` first")
+        raise SystemExit(f"no finished runs under {OUT / 'runs'}: run `bench_cpl.py --env {ENV} runs` first")
     finals_df = pd.DataFrame(finals)
     finals_df.to_csv(OUT / "runs_final.csv", index=False)
     ds_score, ds_return = _dataset_score()
@@ -174,7 +175,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     ax.axhline(100.0, color="grey", ls=":", lw=1)
     ax.set_xlabel("gradient steps")
     ax.set_ylabel("normalised score (mean ± std over seeds)")
-    ax.set_title("Pendulum-v1, offline preference dataset (oracle checkpoints + noise 0.3)")
+    ax.set_title(f"{ENV}: offline preference dataset (oracle checkpoints + action noise)")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(OUT / "curves.png", dpi=120)
@@ -185,6 +186,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--env", default="halfcheetah", help="env spec with a shipped oracle")
     sub = parser.add_subparsers(dest="command", required=True)
     runs = sub.add_parser("runs")
     runs.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -196,6 +198,9 @@ def main() -> None:
     report = sub.add_parser("report")
     report.set_defaults(func=cmd_report)
     args = parser.parse_args()
+    global ENV, OUT
+    ENV, OUT = args.env, PROJECT_ROOT / "results" / "cpl" / args.env
+    os.environ.setdefault("PREFRL_DATA_DIR", str(OUT / "runs" / "datasets"))
     OUT.mkdir(parents=True, exist_ok=True)
     args.func(args)
 

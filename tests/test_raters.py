@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from prefrl.diagnostics import cycle_rate
 from prefrl.envs import load_env_spec
 from prefrl.raters import (
     HierarchicalRater,
@@ -367,6 +368,45 @@ def test_intransitive_even_panel_can_tie_and_beta_votes_are_random():
     a = noisy.label(segs, pairs, np.random.default_rng(1)).labels
     b = noisy.label(segs, pairs, np.random.default_rng(2)).labels
     assert np.mean(a != b) > 0.1
+
+
+def _cheetah_segments(per_step: list[dict[str, float]], h: int = 50) -> SegmentBatch:
+    """HalfCheetah-shaped segments whose factors are constant per step (given as raw factor values)."""
+    spec = load_env_spec("halfcheetah")
+    names = [f.name for f in spec.factors]
+    factors = np.array([[[row.get(name, 0.0) for name in names]] * h for row in per_step])
+    n = len(per_step)
+    return SegmentBatch(
+        obs=np.zeros((n, h, 17)),
+        act=np.zeros((n, h, 6)),
+        reward=spec.reward_from_factors(factors),
+        factors=factors,
+        dones=np.zeros((n, h), dtype=bool),
+        next_obs=np.zeros((n, 17)),
+    )
+
+
+def test_halfcheetah_panel_prefers_slow_running_to_standing_still_and_still_cycles():
+    """The shipped HalfCheetah panel: progress wins for every judge, equal speeds can cycle."""
+    rater = IntransitiveRater(load_env_spec("halfcheetah"))
+    # per-step means measured on the oracle's slowest checkpoint (level0) and on zero actions
+    slow_run = {
+        "reward_forward": 0.86,
+        "x_velocity": 0.86,
+        "reward_ctrl": -0.034,
+        "pitch_sq": 0.009,
+        "torso_height": -0.115,
+    }
+    still = {"reward_forward": 0.0, "reward_ctrl": 0.0, "pitch_sq": 0.0028, "torso_height": -0.132}
+    votes = rater.votes(_cheetah_segments([slow_run, still]), np.array([[0, 1]]), np.random.default_rng(0))
+    assert (votes == 1).all()  # unanimous: a motionless cheetah is never the better segment
+    # equal speed, each segment best on one secondary and worst on another: a Condorcet cycle
+    base = {"reward_forward": 2.0, "x_velocity": 2.0}
+    a = {**base, "reward_ctrl": -0.00, "pitch_sq": 0.02, "torso_height": -0.10}
+    b = {**base, "reward_ctrl": -0.01, "pitch_sq": 0.00, "torso_height": -0.11}
+    c = {**base, "reward_ctrl": -0.02, "pitch_sq": 0.01, "torso_height": -0.09}
+    segs = _cheetah_segments([a, b, c])
+    assert cycle_rate(rater, segs, np.array([[0, 1, 2]]), np.random.default_rng(0)) == 1.0
 
 
 def test_intransitive_errors():
