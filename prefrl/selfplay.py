@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
+from prefrl.segments import StepRecorder
 from prefrl.types import SegmentBatch
 
 #: ``hook(buffer) -> rewards [buffer_size, n_envs]`` supplying the rewards a rollout is trained on
@@ -218,13 +219,15 @@ class TrajectoryQueue:
 # ---------------------------------------------------------------------------------------------------
 # Recording the rollout
 # ---------------------------------------------------------------------------------------------------
-class RolloutRecorder(VecEnvWrapper):
+class RolloutRecorder(StepRecorder):
     """Records every step that passes through it; optionally hides the env reward from the learner.
 
     Place it directly above the base VecEnv (below any ``VecNormalize``) so it sees raw observations.
-    With ``hide_reward`` (default) the reward returned upwards is zero and the true one goes to
-    ``info["true_reward"]``: on a time-limit truncation SB3 then stores ``0 + gamma * V(terminal_obs)`` in
-    its buffer, i.e. exactly the timeout bootstrap, and nothing of the env reward.
+    Actions are recorded as received (SB3's PPO has already clipped them to the Box bounds) and factors
+    default to ``F = 0`` where an env provides none. With ``hide_reward`` (default) the reward returned
+    upwards is zero and the true one goes to ``info["true_reward"]``: on a time-limit truncation SB3 then
+    stores ``0 + gamma * V(terminal_obs)`` in its buffer, i.e. exactly the timeout bootstrap, and nothing
+    of the env reward.
 
     :param venv: the VecEnv to wrap (Box observations and actions)
     :param hide_reward: return zero rewards upwards
@@ -235,39 +238,33 @@ class RolloutRecorder(VecEnvWrapper):
             raise TypeError(f"RolloutRecorder needs a Box observation space, got {venv.observation_space}")
         super().__init__(venv)
         self.hide_reward = hide_reward
-        self._last_obs: np.ndarray | None = None
-        self._actions: np.ndarray | None = None
         self._steps: list[tuple[np.ndarray, ...]] = []
 
-    def reset(self) -> Any:
-        obs = self.venv.reset()
+    def reset(self) -> np.ndarray:
+        obs = super().reset()
         self._steps.clear()  # a reset starts new episodes: earlier records are no longer contiguous
-        self._last_obs = np.array(obs, copy=True)
         return obs
 
-    def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.array(actions, copy=True)
-        self.venv.step_async(actions)
-
     def step_wait(self) -> VecEnvStepReturn:
-        obs, rewards, dones, infos = self.venv.step_wait()
-        if self._last_obs is None or self._actions is None:
-            raise RuntimeError("RolloutRecorder: step before reset")
-        next_obs = np.array(obs, copy=True)
-        for i, done in enumerate(dones):
-            if done and infos[i].get("terminal_observation") is not None:
-                next_obs[i] = infos[i]["terminal_observation"]
-        factors = np.stack([np.asarray(info.get("factors", ()), dtype=np.float64) for info in infos])
-        actions = self._actions.reshape(self.num_envs, -1)
-        self._steps.append(
-            (self._last_obs, actions, np.array(rewards, dtype=np.float64), factors, dones, next_obs)
-        )
-        self._last_obs = np.array(obs, copy=True)
+        obs, rewards, dones, infos = super().step_wait()
         if self.hide_reward:
             for info, reward in zip(infos, rewards, strict=True):
                 info["true_reward"] = float(reward)
             rewards = np.zeros_like(rewards)
         return obs, rewards, dones, infos
+
+    def _record(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        factors: np.ndarray,
+        dones: np.ndarray,
+        next_obs: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        actions = np.array(actions).reshape(self.num_envs, -1)  # a copy: the caller may reuse its array
+        self._steps.append((obs, actions, np.array(rewards, dtype=np.float64), factors, dones, next_obs))
 
     @property
     def num_recorded(self) -> int:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import gymnasium as gym
 import numpy as np
 import pytest
-from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper, VecNormalize
 
 from prefrl.envs import load_env_spec, make_vec_env
 from prefrl.segments import (
+    StepRecorder,
     TrajectoryRecorder,
     all_pairs,
     collect_segments,
@@ -17,6 +19,7 @@ from prefrl.segments import (
     sample_triples,
     validate_segments,
 )
+from prefrl.selfplay import RolloutRecorder, cut_trajectories
 from prefrl.types import SegmentBatch, ShapeError
 
 
@@ -313,3 +316,77 @@ def test_collect_gives_up_when_episodes_are_shorter_than_segments():
     terminating = dataclasses.replace(spec, kwargs={"terminate_when_unhealthy": True})
     with pytest.raises(RuntimeError, match="shorter than the segment length"):
         collect_segments(terminating, "random", 1, segment_length=200, seed=0)
+
+
+# ---- the shared step bookkeeping of TrajectoryRecorder and RolloutRecorder -------------------------
+class CountingEnv(gym.Env):
+    """``obs = (episode, t)``: all observations differ, so a terminal one cannot pass for a reset one."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, factors: bool = True) -> None:
+        self.factors, self.episode, self.t = factors, -1, 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.episode, self.t = self.episode + 1, 0
+        return np.array([self.episode, self.t], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        info = {"factors": np.array([self.t, action[0]])} if self.factors else {}
+        return np.array([self.episode, self.t], np.float32), self.t + float(action[0]), False, False, info
+
+
+def counting_venv(n_envs: int = 2, horizon: int = 6, factors: bool = True) -> DummyVecEnv:
+    return DummyVecEnv(
+        [lambda: gym.wrappers.TimeLimit(CountingEnv(factors), max_episode_steps=horizon)] * n_envs
+    )
+
+
+def test_both_recorders_record_the_same_transitions_and_terminal_next_obs():
+    h, steps = 3, 12  # H divides the horizon 6: every trajectory of the rollout is a complete segment
+    traj, roll = TrajectoryRecorder(counting_venv(), h), RolloutRecorder(counting_venv(), hide_reward=False)
+    assert isinstance(traj, StepRecorder) and isinstance(roll, StepRecorder)
+    np.testing.assert_array_equal(traj.reset(), roll.reset())
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(steps, 2, 1)).astype(np.float32)
+    for t in range(steps):
+        obs, rewards, dones, _ = traj.step(actions[t])
+        # what passes upwards is untouched: the reset observation at an episode end
+        np.testing.assert_array_equal(obs, [[(t + 1) // 6, (t + 1) % 6]] * 2)
+        for got, expected in zip(roll.step(actions[t])[:3], (obs, rewards, dones), strict=True):
+            np.testing.assert_array_equal(got, expected)
+    segments = traj.pop_segments()
+    assert segments is not None
+    from_rollout = cut_trajectories(roll.pop(steps), h)
+    for key in ("obs", "act", "reward", "factors", "dones", "next_obs"):
+        got, expected = getattr(segments, key), getattr(from_rollout, key)
+        assert got.dtype == expected.dtype, key
+        np.testing.assert_array_equal(got, expected, err_msg=key)
+    # segment k * 2 + e is steps [3k, 3k + 3) of env e: odd k end an episode at its terminal observation,
+    # and the next segment starts from the reset observation
+    np.testing.assert_array_equal(segments.next_obs[::2], [[0, 3], [0, 6], [1, 3], [1, 6]])
+    np.testing.assert_array_equal(segments.obs[::2, 0], [[0, 0], [0, 3], [1, 0], [1, 3]])
+    np.testing.assert_array_equal(segments.dones[:, -1], [False, False, True, True] * 2)
+    np.testing.assert_allclose(
+        segments.factors[..., 0], np.tile([1, 2, 3], (8, 1)) + [[0], [0], [3], [3]] * 2
+    )
+
+
+def test_recorders_without_factors_and_before_reset():
+    # RolloutRecorder records F = 0 factors; TrajectoryRecorder hands out segments for factor-based raters
+    roll = RolloutRecorder(counting_venv(factors=False))
+    roll.reset()
+    roll.step(np.zeros((2, 1), np.float32))
+    assert roll.pop(1).factors.shape == (1, 2, 0)
+    traj = TrajectoryRecorder(counting_venv(factors=False), 3)
+    traj.reset()
+    with pytest.raises(KeyError, match="factors"):
+        traj.step(np.zeros((2, 1), np.float32))
+    for wrap in (lambda venv: TrajectoryRecorder(venv, 3), RolloutRecorder):
+        venv = counting_venv()
+        venv.reset()  # the envs can step, but the recorder has no observation to start from
+        recorder = wrap(venv)
+        with pytest.raises(RuntimeError, match=rf"{type(recorder).__name__}: call reset\(\) before step"):
+            recorder.step(np.zeros((2, 1), np.float32))
