@@ -553,18 +553,22 @@ class RewardFactorWrapper(gym.Wrapper):
 
 
 def make_env(
-    spec: EnvSpec | str = DEFAULT_ENV, seed: int | None = None, render_mode: str | None = None
+    spec: EnvSpec | str = DEFAULT_ENV,
+    seed: int | None = None,
+    render_mode: str | None = None,
+    max_episode_steps: int | None = None,
 ) -> gym.Env:
     """One environment: ``gymnasium.make(gym_id, max_episode_steps=horizon, **kwargs)`` + factor wrapper.
 
     Episodes last exactly ``spec.horizon`` steps unless the spec's kwargs enable termination.
     With ``seed``, the action space is seeded and the first ``reset()`` (without a seed) uses it.
+    ``max_episode_steps`` overrides the horizon (e.g. to measure returns past the time limit).
     """
     spec = load_env_spec(spec)
     kwargs = dict(spec.kwargs)
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
-    env = gym.make(spec.gym_id, max_episode_steps=spec.horizon, **kwargs)
+    env = gym.make(spec.gym_id, max_episode_steps=max_episode_steps or spec.horizon, **kwargs)
     env = RewardFactorWrapper(env, spec)
     if seed is not None:
         env.action_space.seed(seed)
