@@ -18,7 +18,6 @@ replacing the ones measured at the end of training with an older protocol.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -28,7 +27,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pandas as pd
 
 from prefrl.diagnostics import rate_report
-from prefrl.oracle import CHECKPOINT_ROOT, load_oracle, value_quality
+from prefrl.oracle import CHECKPOINT_ROOT, load_oracle, oracle_dir, value_quality
 from prefrl.spec_utils import PROJECT_ROOT
 
 #: the oracle issue's expert targets (mean true return)
@@ -48,10 +47,8 @@ def measure(env: str) -> dict[str, object]:
     oracle = load_oracle(env)
     manifest = oracle.manifest
     quality = value_quality(oracle)
-    manifest_path = CHECKPOINT_ROOT / env / "manifest.json"
-    data = json.loads(manifest_path.read_text())
-    data["value_quality"] = quality
-    manifest_path.write_text(json.dumps(data, indent=2) + "\n")
+    manifest.value_quality = quality
+    manifest.save(oracle_dir(oracle.spec))
     report = rate_report(env, ["partial_return", "regret"], 20_000, policy="mixed", seed=0, repeats=1)
     agreement = {row["rater"]: row["agreement"] for row in report["raters"]}["regret"]
     return {

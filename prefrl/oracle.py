@@ -102,6 +102,10 @@ class OracleManifest:
         data["levels"] = [CheckpointInfo(**level) for level in data.get("levels", [])]
         return OracleManifest(**data)
 
+    def save(self, directory: Path) -> None:
+        """Write ``manifest.json`` into the checkpoint ``directory``."""
+        (directory / MANIFEST).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
 
 def _how_to_train(spec: EnvSpec) -> str:
     return f"train one with `prefrl oracle train --env {spec.name}`"
@@ -453,10 +457,10 @@ def train_oracle(
         levels=levels,
         train_wall_s=wall,
     )
-    (out / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2))
+    manifest.save(out)
     _CACHE.pop(str(out), None)
     manifest.value_quality = value_quality(load_oracle(spec, out))
-    (out / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2))
+    manifest.save(out)
     if update_spec:
         record_normalisation(spec, r_random, r_expert)
     if verbose:
