@@ -109,7 +109,15 @@ def _cmd_oracle(args: argparse.Namespace) -> int:
     from prefrl import oracle
 
     if args.oracle_command == "train":
-        oracle.train_oracle(args.env, steps=args.steps, seed=args.seed, algo=args.algo, n_levels=args.levels)
+        oracle.train_oracle(
+            args.env,
+            steps=args.steps,
+            seed=args.seed,
+            algo=args.algo,
+            n_levels=args.levels,
+            stop_return=args.stop_return,
+            max_minutes=args.max_minutes,
+        )
     else:
         print(json.dumps(oracle.evaluate_oracle(args.env, episodes=args.episodes, seed=args.seed), indent=2))
     return 0
@@ -170,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--algo", choices=["sac", "ppo"], default=None)
     train.add_argument("--levels", type=int, default=5, help="skill-level checkpoints to keep")
+    train.add_argument(
+        "--stop-return",
+        type=float,
+        default=None,
+        help="SAC: stop once a 5-episode evaluation reaches this mean return (default: agents/oracle.yaml)",
+    )
+    train.add_argument("--max-minutes", type=float, default=None, help="SAC: wall-time cap on training")
     evl = orc_sub.add_parser("eval", help="re-measure the shipped checkpoints and the value function")
     evl.add_argument("--env", required=True)
     evl.add_argument("--episodes", type=int, default=20)

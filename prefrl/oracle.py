@@ -34,7 +34,7 @@ import numpy as np
 import torch as th
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback, StopTrainingOnRewardThreshold
 from stable_baselines3.common.vec_env import VecNormalize
 
 from prefrl.envs import EnvSpec, load_env_spec, make_env, make_vec_env
@@ -45,7 +45,10 @@ CHECKPOINT_ROOT = Path(__file__).resolve().parent / "oracle_checkpoints"
 ALGOS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO}
 MANIFEST = "manifest.json"
 ORACLE_CONFIG = PROJECT_ROOT / "agents" / "oracle.yaml"
-ORACLE_KEYS = ("algo", "total_steps", "n_envs", "policy_kwargs", "sac", "ppo")
+ORACLE_KEYS = ("algo", "total_steps", "stop_return", "n_envs", "policy_kwargs", "sac", "ppo")
+#: env steps between the evaluations that decide an early stop at ``stop_return``, and their episodes
+STOP_EVAL_FREQ = 10_000
+STOP_EVAL_EPISODES = 5
 
 
 def load_oracle_config(env_name: str, path: Path = ORACLE_CONFIG) -> dict[str, Any]:
@@ -321,8 +324,41 @@ class _SnapshotCallback(BaseCallback):
         return True
 
 
+class _StopAtWallTime(BaseCallback):
+    """Ends training after ``seconds`` of wall time; the expert is then the best policy reached so far."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.deadline = time.time() + seconds
+
+    def _on_step(self) -> bool:
+        return time.time() < self.deadline
+
+
+def _stop_at_return(spec: EnvSpec, stop_return: float, seed: int) -> EvalCallback:
+    """SB3's evaluation callback that ends training once the deterministic policy reaches ``stop_return``.
+
+    Caps the cost of SAC experts on a CPU: training stops at the quality target instead of running out
+    the full step budget.
+    """
+    return EvalCallback(
+        make_vec_env(spec, n_envs=1, seed=seed + 30_000),
+        callback_on_new_best=StopTrainingOnRewardThreshold(reward_threshold=stop_return, verbose=1),
+        n_eval_episodes=STOP_EVAL_EPISODES,
+        eval_freq=STOP_EVAL_FREQ,
+        deterministic=True,
+        verbose=1,
+    )
+
+
 def _train(
-    spec: EnvSpec, algo: str, config: dict[str, Any], steps: int, seed: int
+    spec: EnvSpec,
+    algo: str,
+    config: dict[str, Any],
+    steps: int,
+    seed: int,
+    stop_return: float | None = None,
+    max_minutes: float | None = None,
 ) -> tuple[BaseAlgorithm, list[Snapshot]]:
     """Train with SB3; SAC from ``agents/oracle.yaml``, PPO with the tuned ``agents/ppo.yaml`` settings."""
     snapshots = _SnapshotCallback(every=max(steps // 40, 1))
@@ -330,8 +366,15 @@ def _train(
         venv = make_vec_env(spec, n_envs=1, seed=seed)
         policy_kwargs = dict(config.get("policy_kwargs", {}))
         model = SAC("MlpPolicy", venv, policy_kwargs=policy_kwargs, seed=seed, device="cpu", **config["sac"])
-        model.learn(steps, callback=snapshots, progress_bar=False)
+        callbacks: list[BaseCallback] = [snapshots]
+        if stop_return is not None:
+            callbacks.append(_stop_at_return(spec, stop_return, seed))
+        if max_minutes is not None:
+            callbacks.append(_StopAtWallTime(60.0 * max_minutes))
+        model.learn(steps, callback=callbacks, progress_bar=False)
         return model, snapshots.snapshots
+    if stop_return is not None or max_minutes is not None:
+        raise OracleError("stop_return and max_minutes are supported for SAC oracles only")
 
     from prefrl.agents.base import PPOAgent
     from prefrl.config import load_agent_config
@@ -381,10 +424,15 @@ def train_oracle(
     eval_episodes: int = 20,
     update_spec: bool = True,
     verbose: bool = True,
+    stop_return: float | None = None,
+    max_minutes: float | None = None,
 ) -> Path:
     """Train an expert on the true reward, save it with skill-level checkpoints, record R_random/R_oracle.
 
-    Hyperparameters come from ``agents/oracle.yaml`` (defaults + per-env overrides). Returns the folder.
+    Hyperparameters come from ``agents/oracle.yaml`` (defaults + per-env overrides). With ``stop_return``
+    (argument, else the config's ``stop_return``) a SAC run ends early once a 5-episode evaluation reaches
+    that mean return; with ``max_minutes`` it ends after that much wall time (the skill levels and the
+    expert are then picked from what was reached). Returns the folder.
     """
     th.set_num_threads(1)
     spec = load_env_spec(env)
@@ -393,12 +441,14 @@ def train_oracle(
     if algo not in ALGOS:
         raise OracleError(f"unknown oracle algo '{algo}'; choose from {sorted(ALGOS)}")
     steps = int(steps or config["total_steps"])
+    if stop_return is None and algo == "sac":
+        stop_return = config.get("stop_return")
     hyper = dict(config.get(algo, {}))
     out = Path(out) if out else oracle_dir(spec)
     out.mkdir(parents=True, exist_ok=True)
 
     start = time.time()
-    model, snapshots = _train(spec, algo, config, steps, seed)
+    model, snapshots = _train(spec, algo, config, steps, seed, stop_return, max_minutes)
     wall = time.time() - start
 
     def evaluate_snapshot(snapshot: Snapshot, episodes: int) -> tuple[float, float]:
@@ -412,6 +462,8 @@ def train_oracle(
         )
 
     final = _snapshot(model, model.num_timesteps)
+    if not snapshots or snapshots[-1].step != final.step:
+        snapshots.append(final)  # a run stopped early ends between snapshots; its last policy is a level too
     rng = np.random.default_rng(seed)
     low, high = spec.action_space.low, spec.action_space.high
     r_random, r_random_std = evaluate_policy(
@@ -446,8 +498,10 @@ def train_oracle(
         hyperparams=hyper,
         gamma=float(model.gamma),
         seed=seed,
-        train_steps=steps,
-        command=f"prefrl oracle train --env {spec.name} --steps {steps} --seed {seed} --algo {algo}",
+        train_steps=int(model.num_timesteps),
+        command=f"prefrl oracle train --env {spec.name} --steps {steps} --seed {seed} --algo {algo}"
+        + (f" --stop-return {stop_return:g}" if stop_return is not None else "")
+        + (f" --max-minutes {max_minutes:g}" if max_minutes is not None else ""),
         random_return=r_random,
         random_return_std=r_random_std,
         oracle_return=r_expert,

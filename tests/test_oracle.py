@@ -124,3 +124,31 @@ def test_ppo_oracle_round_trip_keeps_normalisation(tmp_path):
     # the recorded expert return is reproduced by the loaded checkpoint (same normalisation)
     mean, _ = evaluate_policy(oracle.policy("expert"), oracle.spec, n_episodes=2, seed=10_000)
     assert mean == pytest.approx(oracle.manifest.oracle_return, abs=1.0)
+
+
+@pytest.mark.parametrize(
+    ("stop", "expect_steps"),
+    [({"stop_return": -1e9}, 400), ({"max_minutes": 0.0}, 1), ({}, 1200)],
+    ids=["stop_return", "max_minutes", "full_budget"],
+)
+def test_sac_oracle_stops_early(tmp_path, monkeypatch, stop, expect_steps):
+    """``stop_return`` ends a SAC run at the first evaluation above it; ``max_minutes`` at the deadline."""
+    import prefrl.oracle as oracle_module
+
+    monkeypatch.setattr(oracle_module, "STOP_EVAL_FREQ", 400)
+    out = oracle_module.train_oracle(
+        "pendulum", steps=1200, out=tmp_path / "pendulum", update_spec=False, eval_episodes=2, verbose=False,
+        **stop,
+    )  # fmt: skip
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["train_steps"] == expect_steps
+    for key, flag in (("stop_return", "--stop-return"), ("max_minutes", "--max-minutes")):
+        assert (flag in manifest["command"]) == (key in stop)
+    assert load_oracle("pendulum", directory=out).value(np.zeros((3, 3))).shape == (3,)
+
+
+def test_early_stop_is_sac_only(tmp_path):
+    from prefrl.oracle import train_oracle
+
+    with pytest.raises(OracleError, match="SAC oracles only"):
+        train_oracle("reacher", steps=64, algo="ppo", out=tmp_path, update_spec=False, stop_return=0.0)
