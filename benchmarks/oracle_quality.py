@@ -9,6 +9,7 @@ writes results/oracles/quality.csv with one row per env:
 * the manifest's measured returns (random, expert, skill levels) and the issue's target;
 * ``prefrl.oracle.value_quality``: Spearman / Pearson of ``V*`` against the Monte-Carlo discounted return
   of held-out expert states (10 episodes, untruncated targets), and Spearman on the transient states;
+  ``*_stochastic``: the same on rollouts of the expert's own stochastic policy (the one its critic evaluates);
 * the agreement of ``regret`` (oracle ``V*``) with ``partial_return`` on 20,000 pairs of mixed-skill
   segments (random policy and every checkpoint in equal shares), as ``prefrl rate --policy mixed``.
 
@@ -64,6 +65,8 @@ def measure(env: str) -> dict[str, object]:
         "v_spearman": quality["spearman"],
         "v_pearson": quality["pearson"],
         "v_spearman_transient": quality["spearman_transient"],
+        "v_spearman_stochastic": quality["spearman_stochastic"],
+        "v_pearson_stochastic": quality["pearson_stochastic"],
         "states": quality["states"],
         "transient_states": quality["transient_states"],
         "regret_vs_partial_agreement": agreement,

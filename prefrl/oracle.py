@@ -243,10 +243,10 @@ class Oracle:
             self._models[name] = model
         return self._models[name]
 
-    def policy(self, name: str = "expert") -> Callable[[np.ndarray], np.ndarray]:
-        """A deterministic ``obs [N, d] -> act [N, a]`` function for one checkpoint."""
+    def policy(self, name: str = "expert", deterministic: bool = True) -> Callable[[np.ndarray], np.ndarray]:
+        """An ``obs [N, d] -> act [N, a]`` function for one checkpoint (the mean action by default)."""
         model, norm = self._model(name), self._norms[name]
-        return lambda obs: model.predict(_normalise(obs, norm), deterministic=True)[0]
+        return lambda obs: model.predict(_normalise(obs, norm), deterministic=deterministic)[0]
 
     def checkpoint_return(self, name: str) -> float:
         return self._info(name).mean_return
@@ -526,6 +526,40 @@ def train_oracle(
     return out
 
 
+def _discounted_returns(rewards: list[float], gamma: float) -> np.ndarray:
+    discounted = np.zeros(len(rewards))
+    running = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        running = rewards[t] + gamma * running
+        discounted[t] = running
+    return discounted
+
+
+def _values_and_mc_returns(
+    oracle: Oracle, deterministic: bool, episodes: int, seed: int, tolerance: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``V*`` and the untruncated Monte-Carlo discounted return of the expert's states (first ``horizon``)."""
+    spec, gamma = oracle.spec, oracle.gamma
+    act = oracle.policy("expert", deterministic=deterministic)
+    tail = int(np.ceil(np.log(tolerance) / np.log(gamma))) if gamma < 1.0 else spec.horizon
+    th.manual_seed(seed)  # the stochastic policy's action noise
+    values, targets = [], []
+    for episode in range(episodes):
+        env = make_env(spec, seed=seed + episode, max_episode_steps=spec.horizon + tail)
+        obs, _ = env.reset(seed=seed + episode)
+        states, rewards = [], []
+        done = False
+        while not done:
+            states.append(obs)
+            obs, reward, terminated, truncated, _ = env.step(act(obs[None])[0])
+            rewards.append(float(reward))
+            done = terminated or truncated
+        keep = min(spec.horizon, len(states))
+        values.append(oracle.value(np.asarray(states[:keep])))
+        targets.append(_discounted_returns(rewards, gamma)[:keep])
+    return np.concatenate(values), np.concatenate(targets)
+
+
 def value_quality(
     oracle: Oracle, episodes: int = 10, seed: int = 12_345, tolerance: float = 0.01
 ) -> dict[str, float]:
@@ -540,32 +574,16 @@ def value_quality(
     yet reached its steady regime). Once an expert sits in its steady regime (Pendulum balanced upright,
     a cheetah at full speed), returns differ by less than the critic's error and the rank order there is
     noise, which drags the all-state Spearman down although ``V`` is accurate.
+
+    The headline figures roll out the expert's mean action, the policy scored and used as ``V*``'s
+    stand-in. ``*_stochastic`` repeat the check on rollouts that sample the expert's own stochastic
+    policy: that is the policy the critic was trained to evaluate, so it separates critic error from the
+    gap between the stochastic and the deterministic policy.
     """
     from scipy.stats import pearsonr, spearmanr
 
-    spec, gamma = oracle.spec, oracle.gamma
-    act = oracle.policy("expert")
-    tail = int(np.ceil(np.log(tolerance) / np.log(gamma))) if gamma < 1.0 else spec.horizon
-    values, targets = [], []
-    for episode in range(episodes):
-        env = make_env(spec, seed=seed + episode, max_episode_steps=spec.horizon + tail)
-        obs, _ = env.reset(seed=seed + episode)
-        states, rewards = [], []
-        done = False
-        while not done:
-            states.append(obs)
-            obs, reward, terminated, truncated, _ = env.step(act(obs[None])[0])
-            rewards.append(float(reward))
-            done = terminated or truncated
-        discounted = np.zeros(len(rewards))
-        running = 0.0
-        for t in range(len(rewards) - 1, -1, -1):
-            running = rewards[t] + gamma * running
-            discounted[t] = running
-        keep = min(spec.horizon, len(states))
-        values.append(oracle.value(np.asarray(states[:keep])))
-        targets.append(discounted[:keep])
-    v, g = np.concatenate(values), np.concatenate(targets)
+    v, g = _values_and_mc_returns(oracle, True, episodes, seed, tolerance)
+    v_stoch, g_stoch = _values_and_mc_returns(oracle, False, episodes, seed, tolerance)
     # transient: the lower half of the observed return range, i.e. states clearly short of the steady
     # regime (a median split would put half of the steady states in as soon as they are the majority)
     transient = g < 0.5 * (g.min() + g.max())
@@ -575,6 +593,8 @@ def value_quality(
         "spearman_transient": float(spearmanr(v[transient], g[transient]).statistic),
         "states": len(v),
         "transient_states": int(transient.sum()),
+        "spearman_stochastic": float(spearmanr(v_stoch, g_stoch).statistic),
+        "pearson_stochastic": float(pearsonr(v_stoch, g_stoch).statistic),
     }
 
 
