@@ -371,7 +371,11 @@ def _train(
             callbacks.append(_stop_at_return(spec, stop_return, seed))
         if max_minutes is not None:
             callbacks.append(_StopAtWallTime(60.0 * max_minutes))
-        model.learn(steps, callback=callbacks, progress_bar=False)
+        try:
+            model.learn(steps, callback=callbacks, progress_bar=False)
+        except KeyboardInterrupt:
+            # hours of SAC training are not thrown away: Ctrl-C ends training like max_minutes does
+            print(f"interrupted at step {model.num_timesteps}: saving the policies reached", flush=True)
         return model, snapshots.snapshots
     if stop_return is not None or max_minutes is not None:
         raise OracleError("stop_return and max_minutes are supported for SAC oracles only")

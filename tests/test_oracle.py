@@ -129,14 +129,26 @@ def test_ppo_oracle_round_trip_keeps_normalisation(tmp_path):
 
 @pytest.mark.parametrize(
     ("stop", "expect_steps"),
-    [({"stop_return": -1e9}, 400), ({"max_minutes": 0.0}, 1), ({}, 1200)],
-    ids=["stop_return", "max_minutes", "full_budget"],
+    [({"stop_return": -1e9}, 400), ({"max_minutes": 0.0}, 1), ({"interrupt_at": 330}, 330), ({}, 1200)],
+    ids=["stop_return", "max_minutes", "ctrl_c", "full_budget"],
 )
 def test_sac_oracle_stops_early(tmp_path, monkeypatch, stop, expect_steps):
-    """``stop_return`` ends a SAC run at the first evaluation above it; ``max_minutes`` at the deadline."""
+    """``stop_return`` ends a SAC run at the first evaluation above it, ``max_minutes`` at the deadline
+    and Ctrl-C where it is pressed; each still saves a usable oracle."""
     import prefrl.oracle as oracle_module
 
     monkeypatch.setattr(oracle_module, "STOP_EVAL_FREQ", 400)
+    stop = dict(stop)
+    if "interrupt_at" in stop:
+        interrupt_at = stop.pop("interrupt_at")
+        record = oracle_module._SnapshotCallback._on_step
+
+        def on_step(self):
+            if self.num_timesteps == interrupt_at:
+                raise KeyboardInterrupt
+            return record(self)
+
+        monkeypatch.setattr(oracle_module._SnapshotCallback, "_on_step", on_step)
     out = oracle_module.train_oracle(
         "pendulum", steps=1200, out=tmp_path / "pendulum", update_spec=False, eval_episodes=2, verbose=False,
         **stop,
