@@ -129,6 +129,8 @@ def _build_model(spec: EnvSpec, algo: str, policy_kwargs: dict[str, Any], seed: 
 
 #: state-dict prefixes of value networks (SAC critics, PPO value head), left out of act-only checkpoints
 CRITIC_PREFIXES = ("critic", "value_net", "vf", "mlp_extractor.value_net")
+#: state-dict prefixes needed for training only, never saved
+TRAINING_ONLY_PREFIXES = ("critic_target",)
 #: prefix of the observation-normalisation statistics stored beside the weights (PPO with VecNormalize)
 NORM_PREFIX = "normalization."
 
@@ -164,7 +166,8 @@ def _snapshot(model: BaseAlgorithm, step: int) -> Snapshot:
 
 
 def _save_weights(snapshot: Snapshot, path: Path, actor_only: bool) -> None:
-    state = snapshot.state
+    # SAC's target critics only stabilise training; V and Q are read from the online critics
+    state = {k: v for k, v in snapshot.state.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
     if actor_only:
         # skill-level checkpoints only need to act: keep the files small
         state = {k: v for k, v in state.items() if not k.startswith(CRITIC_PREFIXES)}
