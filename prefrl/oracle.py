@@ -262,11 +262,11 @@ class Oracle:
         if isinstance(self.model, SAC):
             n = obs_t.shape[0]
             repeated = obs_t.repeat(self.n_action_samples, 1)
-            # a fixed generator keeps V deterministic: the same states always get the same values
-            th_state = th.random.get_rng_state()
-            th.manual_seed(0)
-            actions, _ = policy.actor.action_log_prob(repeated)
-            th.random.set_rng_state(th_state)
+            # a fixed seed keeps V deterministic (the same states always get the same values) without
+            # touching the caller's random stream
+            with th.random.fork_rng(devices=[]):
+                th.manual_seed(0)
+                actions, _ = policy.actor.action_log_prob(repeated)
             q = th.min(th.cat(policy.critic(repeated, actions), dim=1), dim=1).values
             return q.view(self.n_action_samples, n).mean(dim=0).numpy().astype(np.float64)
         scale = float(self.norm["reward_scale"]) if self.norm else 1.0
@@ -549,7 +549,6 @@ def _values_and_mc_returns(
     spec, gamma = oracle.spec, oracle.gamma
     act = oracle.policy("expert", deterministic=deterministic)
     tail = int(np.ceil(np.log(tolerance) / np.log(gamma))) if gamma < 1.0 else spec.horizon
-    th.manual_seed(seed)  # the stochastic policy's action noise
     values, targets = [], []
     for episode in range(episodes):
         env = make_env(spec, seed=seed + episode, max_episode_steps=spec.horizon + tail)
@@ -561,6 +560,7 @@ def _values_and_mc_returns(
             obs, reward, terminated, truncated, _ = env.step(act(obs[None])[0])
             rewards.append(float(reward))
             done = terminated or truncated
+        env.close()
         keep = min(spec.horizon, len(states))
         values.append(oracle.value(np.asarray(states[:keep])))
         targets.append(_discounted_returns(rewards, gamma)[:keep])
@@ -590,7 +590,9 @@ def value_quality(
     from scipy.stats import pearsonr, spearmanr
 
     v, g = _values_and_mc_returns(oracle, True, episodes, seed, tolerance)
-    v_stoch, g_stoch = _values_and_mc_returns(oracle, False, episodes, seed, tolerance)
+    with th.random.fork_rng(devices=[]):  # seeded action noise, without touching the caller's stream
+        th.manual_seed(seed)
+        v_stoch, g_stoch = _values_and_mc_returns(oracle, False, episodes, seed, tolerance)
     # transient: the lower half of the observed return range, i.e. states clearly short of the steady
     # regime (a median split would put half of the steady states in as soon as they are the majority)
     transient = g < 0.5 * (g.min() + g.max())
