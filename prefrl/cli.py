@@ -117,6 +117,7 @@ def _cmd_oracle(args: argparse.Namespace) -> int:
             n_levels=args.levels,
             stop_return=args.stop_return,
             max_minutes=args.max_minutes,
+            resume=args.resume,
         )
     else:
         print(json.dumps(oracle.evaluate_oracle(args.env, episodes=args.episodes, seed=args.seed), indent=2))
@@ -185,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="SAC: stop once a 5-episode evaluation reaches this mean return (default: agents/oracle.yaml)",
     )
     train.add_argument("--max-minutes", type=float, default=None, help="SAC: wall-time cap on training")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="SAC: continue the run saved under runs/oracle_training/ENV-seedS (up to --steps in total)",
+    )
     evl = orc_sub.add_parser("eval", help="re-measure the shipped checkpoints and the value function")
     evl.add_argument("--env", required=True)
     evl.add_argument("--episodes", type=int, default=20)

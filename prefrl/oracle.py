@@ -40,6 +40,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from prefrl.envs import EnvSpec, load_env_spec, make_env, make_vec_env
 from prefrl.evaluation import evaluate_policy
 from prefrl.spec_utils import PROJECT_ROOT, check_keys, deep_update, load_yaml
+from prefrl.training_state import SaveTrainingState, load_training_state
 
 CHECKPOINT_ROOT = Path(__file__).resolve().parent / "oracle_checkpoints"
 ALGOS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO}
@@ -49,6 +50,8 @@ ORACLE_KEYS = ("algo", "total_steps", "stop_return", "n_envs", "policy_kwargs", 
 #: env steps between the evaluations that decide an early stop at ``stop_return``, and their episodes
 STOP_EVAL_FREQ = 10_000
 STOP_EVAL_EPISODES = 5
+#: env steps between saves of a SAC run's resumable training state
+SAVE_STATE_EVERY = 50_000
 
 
 def load_oracle_config(env_name: str, path: Path = ORACLE_CONFIG) -> dict[str, Any]:
@@ -354,6 +357,11 @@ def _stop_at_return(spec: EnvSpec, stop_return: float, seed: int) -> EvalCallbac
     )
 
 
+def default_state_dir(env: str, seed: int) -> Path:
+    """Where a SAC oracle run keeps its resumable training state (model, replay buffer, snapshots)."""
+    return PROJECT_ROOT / "runs" / "oracle_training" / f"{env}-seed{seed}"
+
+
 def _train(
     spec: EnvSpec,
     algo: str,
@@ -362,24 +370,50 @@ def _train(
     seed: int,
     stop_return: float | None = None,
     max_minutes: float | None = None,
-) -> tuple[BaseAlgorithm, list[Snapshot]]:
-    """Train with SB3; SAC from ``agents/oracle.yaml``, PPO with the tuned ``agents/ppo.yaml`` settings."""
+    state_dir: Path | None = None,
+    resume: bool = False,
+) -> tuple[BaseAlgorithm, list[Snapshot], float]:
+    """Train with SB3; SAC from ``agents/oracle.yaml``, PPO with the tuned ``agents/ppo.yaml`` settings.
+
+    SAC runs save their state to ``state_dir`` every ``SAVE_STATE_EVERY`` steps and when they end, and
+    ``resume`` continues from it. Returns the model, the policy snapshots and the wall time of all sessions.
+    """
     snapshots = _SnapshotCallback(every=max(steps // 40, 1))
+    start = time.time()
     if algo == "sac":
+        state_dir = Path(state_dir) if state_dir else default_state_dir(spec.name, seed)
+        identity = {"env": spec.name, "seed": seed, "algo": algo}
         venv = make_vec_env(spec, n_envs=1, seed=seed)
-        policy_kwargs = dict(config.get("policy_kwargs", {}))
-        model = SAC("MlpPolicy", venv, policy_kwargs=policy_kwargs, seed=seed, device="cpu", **config["sac"])
-        callbacks: list[BaseCallback] = [snapshots]
+        earlier_wall = 0.0
+        if resume:
+            model, saved, meta = load_training_state(SAC, state_dir, venv, expect=identity)
+            snapshots.snapshots = [Snapshot(**snapshot) for snapshot in saved]
+            earlier_wall = float(meta.get("wall_s", 0.0))
+            print(f"resuming {spec.name} from step {model.num_timesteps} ({state_dir})", flush=True)
+        else:
+            kwargs = dict(config.get("policy_kwargs", {}))
+            model = SAC("MlpPolicy", venv, policy_kwargs=kwargs, seed=seed, device="cpu", **config["sac"])
+        saver = SaveTrainingState(
+            state_dir,
+            SAVE_STATE_EVERY,
+            meta=lambda: {**identity, "wall_s": earlier_wall + time.time() - start},
+            extra=lambda: [asdict(snapshot) for snapshot in snapshots.snapshots],
+        )
+        callbacks: list[BaseCallback] = [snapshots, saver]
         if stop_return is not None:
             callbacks.append(_stop_at_return(spec, stop_return, seed))
         if max_minutes is not None:
             callbacks.append(_StopAtWallTime(60.0 * max_minutes))
         try:
-            model.learn(steps, callback=callbacks, progress_bar=False)
+            remaining = max(steps - model.num_timesteps, 0)
+            model.learn(remaining, callback=callbacks, progress_bar=False, reset_num_timesteps=not resume)
         except KeyboardInterrupt:
             # hours of SAC training are not thrown away: Ctrl-C ends training like max_minutes does
             print(f"interrupted at step {model.num_timesteps}: saving the policies reached", flush=True)
-        return model, snapshots.snapshots
+        saver.save()
+        return model, snapshots.snapshots, earlier_wall + time.time() - start
+    if resume:
+        raise OracleError("--resume is supported for SAC oracles only (PPO runs take minutes)")
     if stop_return is not None or max_minutes is not None:
         raise OracleError("stop_return and max_minutes are supported for SAC oracles only")
 
@@ -395,7 +429,7 @@ def _train(
     ppo_config = load_agent_config("ppo", spec.name, {"ppo": config.get("ppo", {})})
     agent = SnapshottingPPO(spec, ppo_config, None, seed)
     agent.learn(steps, 0, callback=None)
-    return agent.model, snapshots.snapshots
+    return agent.model, snapshots.snapshots, time.time() - start
 
 
 def _policy_kwargs_of(spec: EnvSpec, algo: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -433,13 +467,17 @@ def train_oracle(
     verbose: bool = True,
     stop_return: float | None = None,
     max_minutes: float | None = None,
+    resume: bool = False,
+    state_dir: Path | None = None,
 ) -> Path:
     """Train an expert on the true reward, save it with skill-level checkpoints, record R_random/R_oracle.
 
     Hyperparameters come from ``agents/oracle.yaml`` (defaults + per-env overrides). With ``stop_return``
     (argument, else the config's ``stop_return``) a SAC run ends early once a 5-episode evaluation reaches
     that mean return; with ``max_minutes`` it ends after that much wall time (the skill levels and the
-    expert are then picked from what was reached). Returns the folder.
+    expert are then picked from what was reached). A SAC run keeps a resumable state (model, replay buffer,
+    snapshots) in ``state_dir`` (default :func:`default_state_dir`); ``resume=True`` continues it up to
+    ``steps`` in total, so an interrupted or capped run is not started over. Returns the folder.
     """
     th.set_num_threads(1)
     spec = load_env_spec(env)
@@ -454,9 +492,9 @@ def train_oracle(
     out = Path(out) if out else oracle_dir(spec)
     out.mkdir(parents=True, exist_ok=True)
 
-    start = time.time()
-    model, snapshots = _train(spec, algo, config, steps, seed, stop_return, max_minutes)
-    wall = time.time() - start
+    model, snapshots, wall = _train(
+        spec, algo, config, steps, seed, stop_return, max_minutes, state_dir=state_dir, resume=resume
+    )
 
     def evaluate_snapshot(snapshot: Snapshot, episodes: int) -> tuple[float, float]:
         model.policy.load_state_dict(snapshot.state)
@@ -508,7 +546,8 @@ def train_oracle(
         train_steps=int(model.num_timesteps),
         command=f"prefrl oracle train --env {spec.name} --steps {steps} --seed {seed} --algo {algo}"
         + (f" --stop-return {stop_return:g}" if stop_return is not None else "")
-        + (f" --max-minutes {max_minutes:g}" if max_minutes is not None else ""),
+        + (f" --max-minutes {max_minutes:g}" if max_minutes is not None else "")
+        + (" --resume" if resume else ""),
         random_return=r_random,
         random_return_std=r_random_std,
         oracle_return=r_expert,

@@ -157,7 +157,7 @@ def test_sac_oracle_stops_early(tmp_path, monkeypatch, stop, expect_steps):
         monkeypatch.setattr(oracle_module._SnapshotCallback, "_on_step", on_step)
     out = oracle_module.train_oracle(
         "pendulum", steps=1200, out=tmp_path / "pendulum", update_spec=False, eval_episodes=2, verbose=False,
-        **stop,
+        state_dir=tmp_path / "state", **stop,
     )  # fmt: skip
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["train_steps"] == expect_steps
@@ -171,3 +171,42 @@ def test_early_stop_is_sac_only(tmp_path):
 
     with pytest.raises(OracleError, match="SAC oracles only"):
         train_oracle("reacher", steps=64, algo="ppo", out=tmp_path, update_spec=False, stop_return=0.0)
+
+
+def test_interrupted_sac_oracle_resumes(tmp_path, monkeypatch):
+    """A run cut by Ctrl-C continues from its saved state: same step counter, earlier snapshots kept."""
+    import prefrl.oracle as oracle_module
+
+    record = oracle_module._SnapshotCallback._on_step
+
+    def interrupt_at_330(self):
+        if self.num_timesteps == 330:
+            raise KeyboardInterrupt
+        return record(self)
+
+    monkeypatch.setattr(oracle_module._SnapshotCallback, "_on_step", interrupt_at_330)
+    common = dict(steps=1200, update_spec=False, eval_episodes=2, verbose=False, state_dir=tmp_path / "state")
+    oracle_module.train_oracle("pendulum", out=tmp_path / "first", **common)
+    first_wall = json.loads((tmp_path / "state" / "meta.json").read_text())["wall_s"]
+    monkeypatch.setattr(oracle_module._SnapshotCallback, "_on_step", record)
+    out = oracle_module.train_oracle("pendulum", out=tmp_path / "resumed", resume=True, **common)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["train_steps"] == 1200
+    assert manifest["command"].endswith("--resume")
+    saved = json.loads((tmp_path / "state" / "meta.json").read_text())
+    # the wall time adds up over both sessions
+    assert saved["num_timesteps"] == 1200 and manifest["train_wall_s"] > first_wall > 0
+    # the snapshots taken before the interruption (every 30 steps; Ctrl-C came just before the one at 330)
+    # came back with the state, and the resumed run went on taking them
+    snapshots = oracle_module.th.load(tmp_path / "state" / "extra.pt", weights_only=False)
+    assert [s["step"] for s in snapshots] == [step for step in range(30, 1201, 30) if step != 330]
+
+
+def test_resume_errors_are_clear(tmp_path):
+    from prefrl.oracle import train_oracle
+    from prefrl.training_state import TrainingStateError
+
+    with pytest.raises(TrainingStateError, match="nothing to resume"):
+        train_oracle("pendulum", steps=100, out=tmp_path, update_spec=False, resume=True, state_dir=tmp_path)
+    with pytest.raises(OracleError, match="SAC oracles only"):
+        train_oracle("reacher", steps=64, algo="ppo", out=tmp_path, update_spec=False, resume=True)
