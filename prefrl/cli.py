@@ -5,7 +5,7 @@ Sub-commands::
     prefrl run   --env ENV --agent AGENT [--rater R] --seed S [--steps N] [--queries Q] [--out DIR]
     prefrl rate  --env ENV --rater R1 [--rater R2 ...] --pairs N [--policy random] [--seed S] [--json]
     prefrl demo  [--out results/demo]
-    prefrl oracle train --env ENV [--steps N] [--seed S] | prefrl oracle eval --env ENV
+    prefrl oracle train --env ENV [--steps N] [--seed S] [--resume] | prefrl oracle eval --env ENV
     prefrl dataset build --env ENV --rater R [--episodes N] [--noise S] [--segment 64] [--pairs P]
     prefrl sweep --env E1,E2 --agent A1,A2 --rater R1,R2 --seeds 5 [--jobs J] [--backend local|ray]
     prefrl plot DIR | prefrl report DIR | prefrl render --run DIR | --env ENV --pair
