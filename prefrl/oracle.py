@@ -50,6 +50,8 @@ ORACLE_KEYS = ("algo", "total_steps", "stop_return", "n_envs", "policy_kwargs", 
 #: env steps between the evaluations that decide an early stop at ``stop_return``, and their episodes
 STOP_EVAL_FREQ = 10_000
 STOP_EVAL_EPISODES = 5
+#: episodes per snapshot in the screen that picks the expert candidate and the skill levels
+SCREEN_EPISODES = 5
 #: env steps between saves of a SAC run's resumable training state
 SAVE_STATE_EVERY = 50_000
 
@@ -517,7 +519,8 @@ def train_oracle(
         n_episodes=eval_episodes,
         seed=seed + 20_000,
     )
-    quick = [evaluate_snapshot(snapshot, 3)[0] for snapshot in snapshots]
+    screen_episodes = min(eval_episodes, SCREEN_EPISODES)
+    quick = [evaluate_snapshot(snapshot, screen_episodes)[0] for snapshot in snapshots]
     r_expert, r_expert_std = evaluate_snapshot(final, eval_episodes)
     expert_snapshot = final
     # the expert is the better of the final policy and the best snapshot (training can regress late)
@@ -530,8 +533,13 @@ def train_oracle(
     expert = CheckpointInfo("expert", expert_snapshot.step, r_expert, r_expert_std, "expert.pt")
 
     levels: list[CheckpointInfo] = []
-    for rank, index in enumerate(_pick_levels(quick, r_random, r_expert, n_levels)):
+    measured = []
+    for index in _pick_levels(quick, r_random, r_expert, n_levels):
         mean, std = evaluate_snapshot(snapshots[index], min(eval_episodes, 10))
+        measured.append((mean, std, index))
+    # the short screen can misorder levels of a high-variance env (Ant: +-900 per episode), so the levels
+    # are named by their measured return, worst first
+    for rank, (mean, std, index) in enumerate(sorted(measured)):
         file = f"level{rank}.pt"
         _save_weights(snapshots[index], out / file, actor_only=True)
         levels.append(CheckpointInfo(f"level{rank}", snapshots[index].step, mean, std, file))

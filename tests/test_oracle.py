@@ -161,6 +161,8 @@ def test_sac_oracle_stops_early(tmp_path, monkeypatch, stop, expect_steps):
     )  # fmt: skip
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["train_steps"] == expect_steps
+    level_returns = [level["mean_return"] for level in manifest["levels"]]
+    assert level_returns == sorted(level_returns)
     for key, flag in (("stop_return", "--stop-return"), ("max_minutes", "--max-minutes")):
         assert (flag in manifest["command"]) == (key in stop)
     assert load_oracle("pendulum", directory=out).value(np.zeros((3, 3))).shape == (3,)
