@@ -25,6 +25,7 @@ import io
 import json
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from prefrl.envs import EnvSpec, load_env_spec, make_env, make_vec_env
 from prefrl.evaluation import evaluate_policy
 from prefrl.spec_utils import PROJECT_ROOT, check_keys, deep_update, load_yaml
-from prefrl.training_state import SaveTrainingState, load_training_state
+from prefrl.training_state import META, SaveTrainingState, load_training_state, read_meta
 
 CHECKPOINT_ROOT = Path(__file__).resolve().parent / "oracle_checkpoints"
 ALGOS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO}
@@ -393,6 +394,13 @@ def _train(
             earlier_wall = float(meta.get("wall_s", 0.0))
             print(f"resuming {spec.name} from step {model.num_timesteps} ({state_dir})", flush=True)
         else:
+            if (state_dir / META).exists():
+                warnings.warn(
+                    f"starting {spec.name} afresh: its saved training state in {state_dir} (step "
+                    f"{read_meta(state_dir).get('num_timesteps')}) will be replaced; pass --resume to "
+                    "continue it",
+                    stacklevel=3,
+                )
             kwargs = dict(config.get("policy_kwargs", {}))
             model = SAC("MlpPolicy", venv, policy_kwargs=kwargs, seed=seed, device="cpu", **config["sac"])
         saver = SaveTrainingState(

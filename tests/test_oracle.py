@@ -202,6 +202,9 @@ def test_interrupted_sac_oracle_resumes(tmp_path, monkeypatch):
     # came back with the state, and the resumed run went on taking them
     snapshots = oracle_module.th.load(tmp_path / "state" / "extra.pt", weights_only=False)
     assert [s["step"] for s in snapshots] == [step for step in range(30, 1201, 30) if step != 330]
+    # starting afresh over a saved state says so, since that state will be replaced
+    with pytest.warns(UserWarning, match="step 1200.*pass --resume"):
+        oracle_module.train_oracle("pendulum", out=tmp_path / "afresh", **{**common, "steps": 1})
 
 
 def test_resume_errors_are_clear(tmp_path):
