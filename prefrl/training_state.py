@@ -38,10 +38,6 @@ class TrainingStateError(ValueError):
     """A missing, mismatched or unreadable training state."""
 
 
-def _filled(buffer: ReplayBuffer) -> int:
-    return buffer.buffer_size if buffer.full else buffer.pos
-
-
 def save_training_state(
     model: OffPolicyAlgorithm, folder: Path, meta: dict[str, Any], extra: Any = None
 ) -> None:
@@ -51,7 +47,7 @@ def save_training_state(
     buffer = model.replay_buffer
     if not isinstance(buffer, ReplayBuffer) or buffer.optimize_memory_usage:
         raise TrainingStateError("only a plain ReplayBuffer (optimize_memory_usage=False) can be saved")
-    n = _filled(buffer)
+    n = buffer.size()  # the filled part: pos, or all of it once the ring has wrapped
     arrays = {name: getattr(buffer, name)[:n] for name in BUFFER_FIELDS}
     arrays["pos"] = np.array(buffer.pos)
     arrays["full"] = np.array(buffer.full)
