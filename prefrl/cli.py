@@ -6,6 +6,7 @@ Sub-commands::
     prefrl rate  --env ENV --rater R1 [--rater R2 ...] --pairs N [--policy random] [--seed S] [--json]
     prefrl demo  [--out results/demo]
     prefrl oracle train --env ENV [--steps N] [--seed S] [--resume] | prefrl oracle eval --env ENV
+    prefrl oracle correct-value --env ENV [--episodes N] [--fit-steps N]
     prefrl dataset build --env ENV --rater R [--episodes N] [--noise S] [--segment 64] [--pairs P]
     prefrl sweep --env E1,E2 --agent A1,A2 --rater R1,R2 --seeds 5 [--jobs J] [--backend local|ray]
     prefrl plot DIR | prefrl report DIR | prefrl render --run DIR | --env ENV --pair
@@ -119,6 +120,14 @@ def _cmd_oracle(args: argparse.Namespace) -> int:
             max_minutes=args.max_minutes,
             resume=args.resume,
         )
+    elif args.oracle_command == "correct-value":
+        given = {
+            "episodes": args.episodes,
+            "validation_episodes": args.validation_episodes,
+            "steps": args.fit_steps,
+            "seed": args.seed,
+        }
+        oracle.correct_value(args.env, **{key: value for key, value in given.items() if value is not None})
     else:
         print(json.dumps(oracle.evaluate_oracle(args.env, episodes=args.episodes, seed=args.seed), indent=2))
     return 0
@@ -195,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     evl.add_argument("--env", required=True)
     evl.add_argument("--episodes", type=int, default=20)
     evl.add_argument("--seed", type=int, default=0)
+    fix = orc_sub.add_parser(
+        "correct-value", help="fit the Monte-Carlo correction of the shipped expert's value function"
+    )
+    fix.add_argument("--env", required=True)
+    # defaults: the env's value_correction settings in agents/oracle.yaml
+    fix.add_argument("--episodes", type=int, default=None, help="training rollouts of the expert")
+    fix.add_argument("--validation-episodes", type=int, default=None, help="rollouts that pick the best fit")
+    fix.add_argument("--fit-steps", type=int, default=None, help="Adam steps")
+    fix.add_argument("--seed", type=int, default=None)
     orc.set_defaults(func=_cmd_oracle)
 
     from prefrl.datasets import add_dataset_parser

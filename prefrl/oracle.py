@@ -16,18 +16,21 @@ under ``prefrl/oracle_checkpoints/<env>/``; the env spec names the folder (``ora
 
 ``prefrl oracle train --env ENV`` produces them; ``prefrl oracle eval --env ENV`` re-measures them.
 For a SAC expert ``V(s) = mean over a ~ pi(.|s) of min_j Q_j(s, a)`` (``n_action_samples`` draws); for a
-PPO expert ``V`` is its critic.
+PPO expert ``V`` is its critic. Where the checkpoint has an accepted Monte-Carlo correction
+(:mod:`prefrl.value_correction`, ``prefrl oracle correct-value --env ENV``), ``V`` and ``Q`` add its
+``delta(s)``.
 """
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import re
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +45,26 @@ from prefrl.envs import EnvSpec, load_env_spec, make_env, make_vec_env
 from prefrl.evaluation import evaluate_policy
 from prefrl.spec_utils import PROJECT_ROOT, check_keys, deep_update, load_yaml
 from prefrl.training_state import META, SaveTrainingState, load_training_state, read_meta
+from prefrl.value_correction import ValueCorrection, expert_states_and_returns, fit_value_correction
 
 CHECKPOINT_ROOT = Path(__file__).resolve().parent / "oracle_checkpoints"
 ALGOS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO}
 MANIFEST = "manifest.json"
 ORACLE_CONFIG = PROJECT_ROOT / "agents" / "oracle.yaml"
-ORACLE_KEYS = ("algo", "total_steps", "stop_return", "n_envs", "policy_kwargs", "sac", "ppo")
+ORACLE_KEYS = (
+    "algo",
+    "total_steps",
+    "stop_return",
+    "n_envs",
+    "policy_kwargs",
+    "sac",
+    "ppo",
+    "value_correction",
+)
+#: the value correction's weights, beside the expert's
+CORRECTION_FILE = "value_correction.pt"
+#: settings of ``value_correction`` in agents/oracle.yaml (the arguments of fit_value_correction)
+CORRECTION_KEYS = tuple(inspect.signature(fit_value_correction).parameters)[1:]
 #: env steps between the evaluations that decide an early stop at ``stop_return``, and their episodes
 STOP_EVAL_FREQ = 10_000
 STOP_EVAL_EPISODES = 5
@@ -64,6 +81,11 @@ def load_oracle_config(env_name: str, path: Path = ORACLE_CONFIG) -> dict[str, A
     config = dict(data.get("defaults") or {})
     config = deep_update(config, (data.get("envs") or {}).get(env_name, {}))
     check_keys(config, ORACLE_KEYS, f"{path} (env {env_name})", required=("algo", "total_steps"))
+    correction = config.get("value_correction", {})
+    if correction is not False:
+        if not isinstance(correction, dict):
+            raise ValueError(f"{path} (env {env_name}): value_correction must be a mapping or false")
+        check_keys(correction, CORRECTION_KEYS, f"{path} (env {env_name}) value_correction")
     return config
 
 
@@ -103,6 +125,8 @@ class OracleManifest:
     levels: list[CheckpointInfo] = field(default_factory=list)
     value_quality: dict[str, float] | None = None
     train_wall_s: float | None = None
+    #: the Monte-Carlo value correction's fit report (``accepted``: whether ``V``/``Q`` use it)
+    value_correction: dict[str, Any] | None = None
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> OracleManifest:
@@ -228,6 +252,8 @@ class Oracle:
         self._norms: dict[str, dict[str, np.ndarray]] = {}
         self.model = self._model("expert")
         self.norm = self._norms["expert"]
+        accepted = bool((manifest.value_correction or {}).get("accepted"))
+        self.correction = load_value_correction(directory, spec) if accepted else None
 
     @property
     def gamma(self) -> float:
@@ -260,9 +286,16 @@ class Oracle:
     def checkpoint_return(self, name: str) -> float:
         return self._info(name).mean_return
 
+    def value(self, obs: np.ndarray, corrected: bool = True) -> np.ndarray:
+        """``V*(s)`` for a batch of observations ``[N, obs_dim]`` -> ``[N]`` (true-reward units).
+
+        :param corrected: add the checkpoint's Monte-Carlo correction ``delta(s)`` if it has one.
+        """
+        value = self._critic_value(obs)
+        return value + self.correction.predict(obs) if corrected and self.correction is not None else value
+
     @th.no_grad()
-    def value(self, obs: np.ndarray) -> np.ndarray:
-        """``V*(s)`` for a batch of observations ``[N, obs_dim]`` -> ``[N]`` (true-reward units)."""
+    def _critic_value(self, obs: np.ndarray) -> np.ndarray:
         obs_t = th.as_tensor(_normalise(obs, self.norm))
         policy = self.model.policy
         if isinstance(self.model, SAC):
@@ -280,14 +313,51 @@ class Oracle:
 
     @th.no_grad()
     def q_value(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
-        """``Q*(s, a)`` (min over the twin critics) -> ``[N]``; SAC experts only."""
+        """``Q*(s, a)`` (min over the twin critics, plus ``delta(s)`` if corrected) -> ``[N]``; SAC only."""
         if not isinstance(self.model, SAC):
             raise OracleError(f"{self.spec.name} oracle is {self.manifest.algo}: it has no Q function")
         obs_t = th.as_tensor(_normalise(obs, self.norm))
         # SAC's critics are trained on actions rescaled to [-1, 1]
         act_t = th.as_tensor(self.model.policy.scale_action(np.asarray(act)), dtype=th.float32)
         q = th.cat(self.model.policy.critic(obs_t, act_t), dim=1)
-        return th.min(q, dim=1).values.numpy().astype(np.float64)
+        q_value = th.min(q, dim=1).values.numpy().astype(np.float64)
+        # the same shift as V's keeps the critic's advantages Q - V unchanged
+        return q_value + self.correction.predict(obs) if self.correction is not None else q_value
+
+
+def save_value_correction(directory: Path, correction: ValueCorrection) -> None:
+    """Write ``value_correction.pt`` (float32 weights and the network's width)."""
+    buffer = io.BytesIO()
+    hidden = correction.net[0].out_features
+    th.save({"hidden": th.tensor(hidden), **correction.state_dict()}, buffer)
+    (directory / CORRECTION_FILE).write_bytes(buffer.getvalue())
+
+
+def load_value_correction(directory: Path, spec: EnvSpec) -> ValueCorrection:
+    """Read ``value_correction.pt``; a missing or damaged file is an :class:`OracleError` naming the fix."""
+    path = directory / CORRECTION_FILE
+    fix = f"recompute it with `prefrl oracle correct-value --env {spec.name}`"
+    try:
+        state = th.load(path, map_location="cpu", weights_only=True)
+        hidden = int(state.pop("hidden"))
+        correction = ValueCorrection(int(state["net.0.weight"].shape[1]), hidden)
+        correction.load_state_dict(state)
+    except FileNotFoundError:
+        raise OracleError(
+            f"the oracle's manifest names a value correction but {path} is missing; {fix}"
+        ) from None
+    except Exception as e:  # torch raises many types for a truncated or foreign file
+        reason = (str(e).splitlines() or [""])[0][:100]
+        raise OracleError(
+            f"value correction {path} is corrupted ({type(e).__name__}: {reason}); {fix}"
+        ) from None
+    obs_dim = int(np.prod(spec.observation_space.shape))
+    if correction.net[0].in_features != obs_dim:
+        raise OracleError(
+            f"value correction {path} expects {correction.net[0].in_features}-dim observations, env "
+            f"'{spec.name}' has {obs_dim}; {fix}"
+        )
+    return correction.eval()
 
 
 def oracle_dir(spec: EnvSpec) -> Path:
@@ -306,17 +376,20 @@ def load_oracle(spec: EnvSpec | str, directory: Path | None = None) -> Oracle:
     directory = directory or oracle_dir(spec)
     key = str(directory)
     if key not in _CACHE:
-        manifest_path = directory / MANIFEST
-        if not manifest_path.is_file():
-            raise OracleError(f"no oracle for env '{spec.name}' at {directory}; {_how_to_train(spec)}")
-        try:
-            manifest = OracleManifest.from_dict(json.loads(manifest_path.read_text()))
-        except (json.JSONDecodeError, TypeError, KeyError) as e:
-            raise OracleError(
-                f"oracle manifest {manifest_path} is corrupted ({e}); {_how_to_train(spec)}"
-            ) from None
-        _CACHE[key] = Oracle(spec, manifest, directory)
+        _CACHE[key] = Oracle(spec, _read_manifest(spec, directory), directory)
     return _CACHE[key]
+
+
+def _read_manifest(spec: EnvSpec, directory: Path) -> OracleManifest:
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise OracleError(f"no oracle for env '{spec.name}' at {directory}; {_how_to_train(spec)}")
+    try:
+        return OracleManifest.from_dict(json.loads(manifest_path.read_text()))
+    except (json.JSONDecodeError, TypeError, KeyError) as e:
+        raise OracleError(
+            f"oracle manifest {manifest_path} is corrupted ({e}); {_how_to_train(spec)}"
+        ) from None
 
 
 class _SnapshotCallback(BaseCallback):
@@ -479,6 +552,7 @@ def train_oracle(
     max_minutes: float | None = None,
     resume: bool = False,
     state_dir: Path | None = None,
+    value_correction: dict[str, Any] | None = None,
 ) -> Path:
     """Train an expert on the true reward, save it with skill-level checkpoints, record R_random/R_oracle.
 
@@ -487,7 +561,10 @@ def train_oracle(
     that mean return; with ``max_minutes`` it ends after that much wall time (the skill levels and the
     expert are then picked from what was reached). A SAC run keeps a resumable state (model, replay buffer,
     snapshots) in ``state_dir`` (default :func:`default_state_dir`); ``resume=True`` continues it up to
-    ``steps`` in total, so an interrupted or capped run is not started over. Returns the folder.
+    ``steps`` in total, so an interrupted or capped run is not started over. The expert's value function
+    then gets its Monte-Carlo correction (:func:`correct_value`; settings: the config's ``value_correction``,
+    updated by the ``value_correction`` argument; ``value_correction: false`` in the config skips it).
+    Returns the folder.
     """
     th.set_num_threads(1)
     spec = load_env_spec(env)
@@ -574,9 +651,13 @@ def train_oracle(
         train_wall_s=wall,
     )
     manifest.save(out)
-    _CACHE.pop(str(out), None)
-    manifest.value_quality = value_quality(load_oracle(spec, out))
-    manifest.save(out)
+    if config.get("value_correction") is not False:
+        manifest = correct_value(spec, out, verbose=False, **(value_correction or {}))
+    else:
+        (out / CORRECTION_FILE).unlink(missing_ok=True)
+        _CACHE.pop(str(out), None)
+        manifest.value_quality = value_quality(load_oracle(spec, out))
+        manifest.save(out)
     if update_spec:
         record_normalisation(spec, r_random, r_expert)
     if verbose:
@@ -588,42 +669,17 @@ def train_oracle(
     return out
 
 
-def _discounted_returns(rewards: list[float], gamma: float) -> np.ndarray:
-    discounted = np.zeros(len(rewards))
-    running = 0.0
-    for t in range(len(rewards) - 1, -1, -1):
-        running = rewards[t] + gamma * running
-        discounted[t] = running
-    return discounted
-
-
 def _values_and_mc_returns(
     oracle: Oracle, deterministic: bool, episodes: int, seed: int, tolerance: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """``V*`` and the untruncated Monte-Carlo discounted return of the expert's states (first ``horizon``)."""
-    spec, gamma = oracle.spec, oracle.gamma
     act = oracle.policy("expert", deterministic=deterministic)
-    tail = int(np.ceil(np.log(tolerance) / np.log(gamma))) if gamma < 1.0 else spec.horizon
-    values, targets = [], []
-    for episode in range(episodes):
-        env = make_env(spec, seed=seed + episode, max_episode_steps=spec.horizon + tail)
-        obs, _ = env.reset(seed=seed + episode)
-        states, rewards = [], []
-        done = False
-        while not done:
-            states.append(obs)
-            obs, reward, terminated, truncated, _ = env.step(act(obs[None])[0])
-            rewards.append(float(reward))
-            done = terminated or truncated
-        env.close()
-        keep = min(spec.horizon, len(states))
-        values.append(oracle.value(np.asarray(states[:keep])))
-        targets.append(_discounted_returns(rewards, gamma)[:keep])
-    return np.concatenate(values), np.concatenate(targets)
+    states, returns = expert_states_and_returns(act, oracle.spec, oracle.gamma, episodes, seed, tolerance)
+    return oracle.value(states), returns
 
 
 def value_quality(
-    oracle: Oracle, episodes: int = 10, seed: int = 12_345, tolerance: float = 0.01
+    oracle: Oracle, episodes: int = 20, seed: int = 12_345, tolerance: float = 0.01
 ) -> dict[str, float]:
     """How well ``V*`` ranks held-out expert states against their Monte-Carlo discounted return.
 
@@ -660,6 +716,47 @@ def value_quality(
         "spearman_stochastic": float(spearmanr(v_stoch, g_stoch).statistic),
         "pearson_stochastic": float(pearsonr(v_stoch, g_stoch).statistic),
     }
+
+
+def correct_value(
+    env: str | EnvSpec, directory: Path | None = None, verbose: bool = True, **fit_kwargs: Any
+) -> OracleManifest:
+    """Fit the Monte-Carlo value correction of an oracle and record it with its effect on ``value_quality``.
+
+    The fit's settings are the env's ``value_correction`` in agents/oracle.yaml, updated by ``fit_kwargs``
+    (arguments of :func:`prefrl.value_correction.fit_value_correction`: episodes, steps, ...).
+    An accepted correction is written to ``value_correction.pt``; a rejected one removes any old file, so
+    ``V*`` is then the plain critic. The manifest records the fit report and the re-measured
+    ``value_quality`` (held-out states never used by the fit). Returns the updated manifest.
+    """
+    spec = load_env_spec(env) if isinstance(env, str) else env
+    directory = Path(directory) if directory else oracle_dir(spec)
+    _CACHE.pop(str(directory), None)
+    manifest = _read_manifest(spec, directory)
+    # the fit starts from the plain critic, so a missing or damaged old correction does not stop it
+    oracle = Oracle(spec, replace(manifest, value_correction=None), directory)
+    settings = load_oracle_config(spec.name).get("value_correction") or {}
+    settings = {**settings, **fit_kwargs}
+    check_keys(settings, CORRECTION_KEYS, "value correction settings")
+    correction, report = fit_value_correction(oracle, **settings)
+    # the settings that differ from fit_value_correction's defaults, to reproduce the fit
+    manifest.value_correction = {**report.to_dict(), "settings": settings}
+    (directory / CORRECTION_FILE).unlink(missing_ok=True)
+    if report.accepted:
+        save_value_correction(directory, correction)
+    manifest.save(directory)
+    _CACHE.pop(str(directory), None)
+    manifest.value_quality = value_quality(load_oracle(spec, directory))
+    manifest.save(directory)
+    _CACHE.pop(str(directory), None)
+    if verbose:
+        verdict = "accepted" if report.accepted else "rejected (no gain over the plain critic)"
+        before, after = report.validation_spearman_critic, report.validation_spearman_corrected
+        print(
+            f"{spec.name}: value correction {verdict}; validation Spearman {before:.3f} -> {after:.3f}; "
+            f"held-out value quality {manifest.value_quality}"
+        )
+    return manifest
 
 
 def record_normalisation(spec: EnvSpec, r_random: float, r_oracle: float) -> None:

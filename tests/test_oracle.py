@@ -19,6 +19,9 @@ from prefrl.oracle import (
     value_quality,
 )
 
+#: a value correction small enough for training tests (the real settings are in agents/oracle.yaml)
+TINY_CORRECTION = {"episodes": 2, "validation_episodes": 1, "steps": 20}
+
 
 @pytest.fixture(scope="module")
 def pendulum_oracle():
@@ -118,7 +121,7 @@ def test_ppo_oracle_round_trip_keeps_normalisation(tmp_path):
     from prefrl.oracle import NORM_PREFIX, train_oracle
 
     out = train_oracle("reacher", steps=1024, seed=0, out=tmp_path / "reacher", update_spec=False,
-                       eval_episodes=2, verbose=False)  # fmt: skip
+                       eval_episodes=2, verbose=False, value_correction=TINY_CORRECTION)  # fmt: skip
     state = th.load(out / "expert.pt", weights_only=True)
     assert {NORM_PREFIX + "obs_mean", NORM_PREFIX + "obs_var", NORM_PREFIX + "reward_scale"} <= set(state)
     oracle = load_oracle("reacher", directory=out)
@@ -157,7 +160,7 @@ def test_sac_oracle_stops_early(tmp_path, monkeypatch, stop, expect_steps):
         monkeypatch.setattr(oracle_module._SnapshotCallback, "_on_step", on_step)
     out = oracle_module.train_oracle(
         "pendulum", steps=1200, out=tmp_path / "pendulum", update_spec=False, eval_episodes=2, verbose=False,
-        state_dir=tmp_path / "state", **stop,
+        state_dir=tmp_path / "state", value_correction=TINY_CORRECTION, **stop,
     )  # fmt: skip
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["train_steps"] == expect_steps
@@ -166,6 +169,9 @@ def test_sac_oracle_stops_early(tmp_path, monkeypatch, stop, expect_steps):
     for key, flag in (("stop_return", "--stop-return"), ("max_minutes", "--max-minutes")):
         assert (flag in manifest["command"]) == (key in stop)
     assert load_oracle("pendulum", directory=out).value(np.zeros((3, 3))).shape == (3,)
+    # the value correction ran with the given settings and recorded its verdict
+    assert manifest["value_correction"]["settings"]["episodes"] == 2
+    assert (out / "value_correction.pt").is_file() == manifest["value_correction"]["accepted"]
 
 
 def test_early_stop_is_sac_only(tmp_path):
@@ -187,7 +193,8 @@ def test_interrupted_sac_oracle_resumes(tmp_path, monkeypatch):
         return record(self)
 
     monkeypatch.setattr(oracle_module._SnapshotCallback, "_on_step", interrupt_at_330)
-    common = dict(steps=1200, update_spec=False, eval_episodes=2, verbose=False, state_dir=tmp_path / "state")
+    common = dict(steps=1200, update_spec=False, eval_episodes=2, verbose=False, state_dir=tmp_path / "state",
+                  value_correction=TINY_CORRECTION)  # fmt: skip
     oracle_module.train_oracle("pendulum", out=tmp_path / "first", **common)
     first_wall = json.loads((tmp_path / "state" / "meta.json").read_text())["wall_s"]
     monkeypatch.setattr(oracle_module._SnapshotCallback, "_on_step", record)

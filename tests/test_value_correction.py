@@ -1,0 +1,205 @@
+"""The Monte-Carlo value correction: rollouts, the residual fit, and how oracles store and use it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch as th
+from scipy.stats import spearmanr
+
+from prefrl.envs import load_env_spec, make_env
+from prefrl.oracle import (
+    CORRECTION_FILE,
+    OracleError,
+    correct_value,
+    load_oracle,
+    load_oracle_config,
+    oracle_dir,
+)
+from prefrl.value_correction import (
+    ValueCorrection,
+    discounted_returns,
+    expert_states_and_returns,
+    fit_value_correction,
+)
+
+PENDULUM = load_env_spec("pendulum")
+TINY = {"episodes": 4, "validation_episodes": 2, "steps": 200, "eval_every": 50}
+
+
+def _swing(obs: np.ndarray) -> np.ndarray:
+    """A fixed, deterministic controller: torque against the angular velocity."""
+    return np.clip(-0.5 * obs[:, 2:3], -2.0, 2.0)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 0.99])
+def test_discounted_returns_match_the_definition(gamma):
+    rewards = np.random.default_rng(0).standard_normal(30)
+    expected = [sum(gamma**k * rewards[t + k] for k in range(len(rewards) - t)) for t in range(len(rewards))]
+    np.testing.assert_allclose(discounted_returns(rewards, gamma), expected, atol=1e-10)
+
+
+def test_rollouts_run_past_the_horizon_and_match_a_single_episode():
+    gamma, tolerance = 0.9, 0.01
+    states, returns = expert_states_and_returns(
+        _swing, PENDULUM, gamma, episodes=3, seed=5, tolerance=tolerance
+    )
+    assert states.shape == (3 * PENDULUM.horizon, 3) and returns.shape == (3 * PENDULUM.horizon,)
+    # the second episode, rolled out alone for horizon + tail steps, gives the same states and returns
+    tail = int(np.ceil(np.log(tolerance) / np.log(gamma)))
+    env = make_env(PENDULUM, seed=6, max_episode_steps=PENDULUM.horizon + tail)
+    obs, _ = env.reset(seed=6)
+    visited, rewards = [], []
+    for _ in range(PENDULUM.horizon + tail):
+        visited.append(obs)
+        obs, reward, *_ = env.step(_swing(obs[None])[0])
+        rewards.append(reward)
+    second = slice(PENDULUM.horizon, 2 * PENDULUM.horizon)
+    np.testing.assert_allclose(states[second], np.asarray(visited[: PENDULUM.horizon]))
+    full = discounted_returns(np.asarray(rewards), gamma)
+    np.testing.assert_allclose(returns[second], full[: PENDULUM.horizon])
+    # the last kept state's return is not cut off at the horizon: the tail adds to it
+    horizon_only = discounted_returns(np.asarray(rewards[: PENDULUM.horizon]), gamma)
+    assert abs(returns[second][-1] - horizon_only[-1]) > 1e-3
+
+
+def test_correction_starts_at_zero_and_trains():
+    correction = ValueCorrection(obs_dim=3, hidden=16)
+    obs = th.randn(8, 3)
+    assert th.equal(correction(obs), th.zeros(8))  # training starts from the plain critic
+    loss = ((correction(obs) - 1.0) ** 2).mean()
+    loss.backward()
+    assert correction.net[-1].weight.grad.abs().sum() > 0
+    assert correction.obs_mean.grad is None  # standardisation statistics are buffers, not parameters
+
+
+def _oracle_with_critic(critic) -> SimpleNamespace:
+    """A stand-in oracle: the fixed controller acts, ``critic`` is its uncorrected value function."""
+    return SimpleNamespace(
+        spec=PENDULUM,
+        gamma=0.9,
+        policy=lambda name="expert", deterministic=True: _swing,
+        value=lambda obs, corrected=False: critic(np.asarray(obs)),
+    )
+
+
+def test_fit_repairs_a_critic_with_a_structured_error():
+    """A critic off by a smooth function of the state: the residual network learns it back."""
+    x_val, g_val = expert_states_and_returns(_swing, PENDULUM, 0.9, episodes=2, seed=3_000_000)
+    truth_proxy = g_val  # the validation targets themselves
+
+    def bad_critic(obs):
+        return np.zeros(len(obs)) - 20.0 * obs[:, 0]  # ranks cos(theta) backwards
+
+    base = spearmanr(bad_critic(x_val), truth_proxy).statistic
+    correction, report = fit_value_correction(_oracle_with_critic(bad_critic), **{**TINY, "steps": 1500})
+    assert report.accepted and report.best_step > 0
+    assert report.validation_spearman_critic == pytest.approx(base)
+    assert report.validation_spearman_corrected > base + 0.3
+    corrected = bad_critic(x_val) + correction.predict(x_val)
+    assert spearmanr(corrected, g_val).statistic == pytest.approx(report.validation_spearman_corrected)
+
+
+def test_fit_rejects_a_correction_without_enough_gain():
+    _, report = fit_value_correction(
+        _oracle_with_critic(lambda obs: -np.abs(obs[:, 2])), **TINY, min_gain=2.0
+    )
+    assert not report.accepted
+
+
+@pytest.mark.parametrize("bad", [{"episodes": 0}, {"steps": 0}, {"validation_episodes": 0}])
+def test_fit_rejects_empty_budgets(bad):
+    with pytest.raises(ValueError, match="must be >= 1"):
+        fit_value_correction(_oracle_with_critic(lambda obs: obs[:, 0]), **{**TINY, **bad})
+
+
+@pytest.fixture
+def pendulum_copy(tmp_path):
+    """A private copy of the shipped Pendulum oracle (tests must not rewrite the shipped one)."""
+    directory = tmp_path / "pendulum"
+    shutil.copytree(oracle_dir(PENDULUM), directory)
+    (directory / CORRECTION_FILE).unlink(missing_ok=True)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    (directory / "manifest.json").write_text(json.dumps({**manifest, "value_correction": None}))
+    return directory
+
+
+def test_correct_value_records_and_applies_the_correction(pendulum_copy):
+    manifest = correct_value(PENDULUM, pendulum_copy, verbose=False, **TINY, min_gain=-1.0)
+    assert manifest.value_correction["accepted"] and manifest.value_correction["settings"]["steps"] == 200
+    assert (pendulum_copy / CORRECTION_FILE).is_file()
+    assert manifest.value_quality["states"] > 0
+    oracle = load_oracle(PENDULUM, pendulum_copy)
+    rng = np.random.default_rng(0)
+    theta = rng.uniform(-np.pi, np.pi, 32)
+    obs = np.stack([np.cos(theta), np.sin(theta), rng.uniform(-8, 8, 32)], axis=1)
+    act = rng.uniform(-2, 2, (32, 1))
+    delta = oracle.value(obs) - oracle.value(obs, corrected=False)
+    np.testing.assert_allclose(delta, oracle.correction.predict(obs))
+    assert np.abs(delta).max() > 0
+    # V and Q move together, so the critic's advantages are unchanged
+    plain_q = oracle.q_value(obs, act) - oracle.correction.predict(obs)
+    np.testing.assert_allclose(
+        oracle.q_value(obs, act) - oracle.value(obs), plain_q - oracle.value(obs, False)
+    )
+
+    # a rejected correction removes the old file: V* is the plain critic again
+    manifest = correct_value(PENDULUM, pendulum_copy, verbose=False, **TINY, min_gain=2.0)
+    assert not manifest.value_correction["accepted"] and not (pendulum_copy / CORRECTION_FILE).exists()
+    assert load_oracle(PENDULUM, pendulum_copy).correction is None
+
+
+def test_missing_corrupted_or_foreign_correction_says_how_to_fix(pendulum_copy):
+    correct_value(PENDULUM, pendulum_copy, verbose=False, **TINY, min_gain=-1.0)
+    path = pendulum_copy / CORRECTION_FILE
+
+    def reload():
+        from prefrl import oracle as oracle_module
+
+        oracle_module._CACHE.pop(str(pendulum_copy), None)
+        return load_oracle(PENDULUM, pendulum_copy)
+
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(OracleError, match=r"corrupted.*prefrl oracle correct-value --env pendulum"):
+        reload()
+    from prefrl.oracle import save_value_correction
+
+    save_value_correction(pendulum_copy, ValueCorrection(obs_dim=5, hidden=8))
+    with pytest.raises(OracleError, match=r"expects 5-dim observations.*has 3"):
+        reload()
+    path.unlink()
+    with pytest.raises(OracleError, match=r"is missing.*correct-value"):
+        reload()
+    # and the fix the errors name works on such a folder
+    correct_value(PENDULUM, pendulum_copy, verbose=False, **TINY, min_gain=-1.0)
+    assert reload().correction is not None
+
+
+def test_config_settings_are_checked(tmp_path):
+    config = tmp_path / "oracle.yaml"
+    config.write_text("defaults:\n  algo: sac\n  total_steps: 10\n  value_correction:\n    episode: 3\n")
+    with pytest.raises(ValueError, match="episode"):
+        load_oracle_config("pendulum", config)
+    config.write_text("defaults:\n  algo: sac\n  total_steps: 10\n  value_correction: false\n")
+    assert load_oracle_config("pendulum", config)["value_correction"] is False
+    assert set(load_oracle_config("pendulum")["value_correction"]) <= {
+        "episodes",
+        "validation_episodes",
+        "steps",
+    }
+
+
+def test_cli_passes_only_the_given_settings(monkeypatch):
+    from prefrl import cli, oracle
+
+    calls = []
+    monkeypatch.setattr(oracle, "correct_value", lambda env, **kwargs: calls.append((env, kwargs)))
+    assert (
+        cli.main(["oracle", "correct-value", "--env", "hopper", "--episodes", "12", "--fit-steps", "99"]) == 0
+    )
+    assert calls == [("hopper", {"episodes": 12, "steps": 99})]
