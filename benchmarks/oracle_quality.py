@@ -8,8 +8,12 @@ writes results/oracles/quality.csv with one row per env:
 
 * the manifest's measured returns (random, expert, skill levels) and the issue's target;
 * ``prefrl.oracle.value_quality``: Spearman / Pearson of ``V*`` against the Monte-Carlo discounted return
-  of held-out expert states (10 episodes, untruncated targets), and Spearman on the transient states;
+  of held-out expert states (20 episodes, untruncated targets), and Spearman on the transient states;
   ``*_stochastic``: the same on rollouts of the expert's own stochastic policy (the one its critic evaluates);
+  ``*_mixed``: the same on mixed-skill states (a skill level or a random policy acts up to a random step,
+  then the expert takes over; targets are the expert's returns from there);
+  ``critic_*``: the same for the plain critic, without the Monte-Carlo value correction;
+  ``value_corrected``: whether the oracle's ``V*`` uses an accepted correction;
 * the agreement of ``regret`` (oracle ``V*``) with ``partial_return`` on 20,000 pairs of mixed-skill
   segments (random policy and every checkpoint in equal shares), as ``prefrl rate --policy mixed``.
 
@@ -25,8 +29,7 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import pandas as pd
-
+from prefrl.analysis import upsert_rows
 from prefrl.diagnostics import rate_report
 from prefrl.oracle import CHECKPOINT_ROOT, load_oracle, oracle_dir, value_quality
 from prefrl.spec_utils import PROJECT_ROOT
@@ -48,6 +51,7 @@ def measure(env: str) -> dict[str, object]:
     oracle = load_oracle(env)
     manifest = oracle.manifest
     quality = value_quality(oracle)
+    critic = value_quality(oracle, corrected=False) if oracle.correction is not None else quality
     manifest.value_quality = quality
     manifest.save(oracle_dir(oracle.spec))
     report = rate_report(env, ["partial_return", "regret"], 20_000, policy="mixed", seed=0, repeats=1)
@@ -67,6 +71,15 @@ def measure(env: str) -> dict[str, object]:
         "v_spearman_transient": quality["spearman_transient"],
         "v_spearman_stochastic": quality["spearman_stochastic"],
         "v_pearson_stochastic": quality["pearson_stochastic"],
+        "value_corrected": oracle.correction is not None,
+        "critic_v_spearman": critic["spearman"],
+        "critic_v_pearson": critic["pearson"],
+        "critic_v_spearman_transient": critic["spearman_transient"],
+        "critic_v_spearman_stochastic": critic["spearman_stochastic"],
+        "v_spearman_mixed": quality["spearman_mixed"],
+        "v_pearson_mixed": quality["pearson_mixed"],
+        "critic_v_spearman_mixed": critic["spearman_mixed"],
+        "critic_v_pearson_mixed": critic["pearson_mixed"],
         "states": quality["states"],
         "transient_states": quality["transient_states"],
         "regret_vs_partial_agreement": agreement,
@@ -81,14 +94,10 @@ def main() -> None:
     for env in envs:
         rows.append(measure(env))
         print({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
-    out = PROJECT_ROOT / "results" / "oracles"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "quality.csv"
-    table = pd.DataFrame(rows)
-    if path.is_file() and sys.argv[1:]:  # measuring some envs again keeps the others' rows
-        old = pd.read_csv(path)
-        table = pd.concat([old[~old["env"].isin(table["env"])], table], ignore_index=True)
-    table.sort_values("env").round(4).to_csv(path, index=False)
+    path = PROJECT_ROOT / "results" / "oracles" / "quality.csv"
+    if not sys.argv[1:]:
+        path.unlink(missing_ok=True)  # all shipped envs: a fresh table
+    upsert_rows(path, rows)  # measuring some envs again keeps the others' rows
     print(f"wrote {path}")
 
 

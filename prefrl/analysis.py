@@ -395,3 +395,20 @@ def rater_agreement(
             if both.any():
                 matrix[i, j] = agreement(yi[both], yj[both])
     return pd.DataFrame(matrix, index=specs, columns=specs)
+
+
+def upsert_rows(path: str | Path, rows: list[dict], key: str = "env") -> pd.DataFrame:
+    """Write ``rows`` to the CSV at ``path``, replacing the rows with the same ``key`` and keeping the others.
+
+    Benchmarks re-measure a few envs at a time; the table keeps one row per ``key``, sorted by it, rounded
+    to 4 decimals. Returns the table written.
+    """
+    path = Path(path)
+    table = pd.DataFrame(rows)
+    if path.is_file():
+        old = pd.read_csv(path)
+        table = pd.concat([old[~old[key].isin(table[key])], table], ignore_index=True)
+    table = table.sort_values(key).round(4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    return table

@@ -45,7 +45,12 @@ from prefrl.envs import EnvSpec, load_env_spec, make_env, make_vec_env
 from prefrl.evaluation import evaluate_policy
 from prefrl.spec_utils import PROJECT_ROOT, check_keys, deep_update, load_yaml
 from prefrl.training_state import META, SaveTrainingState, load_training_state, read_meta
-from prefrl.value_correction import ValueCorrection, expert_states_and_returns, fit_value_correction
+from prefrl.value_correction import (
+    ValueCorrection,
+    expert_states_and_returns,
+    fit_value_correction,
+    weaker_policies,
+)
 
 CHECKPOINT_ROOT = Path(__file__).resolve().parent / "oracle_checkpoints"
 ALGOS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO}
@@ -670,16 +675,16 @@ def train_oracle(
 
 
 def _values_and_mc_returns(
-    oracle: Oracle, deterministic: bool, episodes: int, seed: int, tolerance: float
+    oracle: Oracle, deterministic: bool, episodes: int, seed: int, tolerance: float, corrected: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """``V*`` and the untruncated Monte-Carlo discounted return of the expert's states (first ``horizon``)."""
     act = oracle.policy("expert", deterministic=deterministic)
     states, returns = expert_states_and_returns(act, oracle.spec, oracle.gamma, episodes, seed, tolerance)
-    return oracle.value(states), returns
+    return oracle.value(states, corrected=corrected), returns
 
 
 def value_quality(
-    oracle: Oracle, episodes: int = 20, seed: int = 12_345, tolerance: float = 0.01
+    oracle: Oracle, episodes: int = 20, seed: int = 12_345, tolerance: float = 0.01, corrected: bool = True
 ) -> dict[str, float]:
     """How well ``V*`` ranks held-out expert states against their Monte-Carlo discounted return.
 
@@ -696,17 +701,25 @@ def value_quality(
     The headline figures roll out the expert's mean action, the policy scored and used as ``V*``'s
     stand-in. ``*_stochastic`` repeat the check on rollouts that sample the expert's own stochastic
     policy: that is the policy the critic was trained to evaluate, so it separates critic error from the
-    gap between the stochastic and the deterministic policy.
+    gap between the stochastic and the deterministic policy. ``*_mixed`` repeat it on mixed-skill states:
+    a skill level or a random policy acts up to a random step, then the expert takes over (the states a
+    ``regret`` rater evaluates ``V*`` on; targets are the expert's returns from there).
+    ``corrected=False`` measures the plain critic of an oracle with a Monte-Carlo value correction.
     """
     from scipy.stats import pearsonr, spearmanr
 
-    v, g = _values_and_mc_returns(oracle, True, episodes, seed, tolerance)
+    v, g = _values_and_mc_returns(oracle, True, episodes, seed, tolerance, corrected)
     with th.random.fork_rng(devices=[]):  # seeded action noise, without touching the caller's stream
         th.manual_seed(seed)
-        v_stoch, g_stoch = _values_and_mc_returns(oracle, False, episodes, seed, tolerance)
+        v_stoch, g_stoch = _values_and_mc_returns(oracle, False, episodes, seed, tolerance, corrected)
     # transient: the lower half of the observed return range, i.e. states clearly short of the steady
     # regime (a median split would put half of the steady states in as soon as they are the majority)
     transient = g < 0.5 * (g.min() + g.max())
+    x_mixed, g_mixed = expert_states_and_returns(
+        oracle.policy("expert"), oracle.spec, oracle.gamma, episodes, seed + 50_000, tolerance,
+        behaviours=weaker_policies(oracle, seed),
+    )  # fmt: skip
+    v_mixed = oracle.value(x_mixed, corrected=corrected)
     return {
         "spearman": float(spearmanr(v, g).statistic),
         "pearson": float(pearsonr(v, g).statistic),
@@ -715,6 +728,9 @@ def value_quality(
         "transient_states": int(transient.sum()),
         "spearman_stochastic": float(spearmanr(v_stoch, g_stoch).statistic),
         "pearson_stochastic": float(pearsonr(v_stoch, g_stoch).statistic),
+        "spearman_mixed": float(spearmanr(v_mixed, g_mixed).statistic),
+        "pearson_mixed": float(pearsonr(v_mixed, g_mixed).statistic),
+        "mixed_states": len(v_mixed),
     }
 
 

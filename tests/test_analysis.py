@@ -182,3 +182,15 @@ def test_missing_normalised_scores_are_filled_from_the_env_spec(tmp_path):
     table = analysis.load_runs(tmp_path)
     expected = load_env_spec("pendulum").normalise(np.array([-1200.0, -200.0]))
     np.testing.assert_allclose(table["normalised_score"], expected)
+
+
+def test_upsert_rows_replaces_by_key_and_keeps_the_rest(tmp_path):
+    from prefrl.analysis import upsert_rows
+
+    path = tmp_path / "sub" / "table.csv"
+    upsert_rows(path, [{"env": "b", "x": 1.0}, {"env": "a", "x": 2.0}])
+    table = upsert_rows(path, [{"env": "b", "x": 3.123456789, "y": 5}])
+    assert list(table["env"]) == ["a", "b"]
+    reread = pd.read_csv(path)
+    assert reread.set_index("env")["x"].to_dict() == {"a": 2.0, "b": 3.1235}
+    assert np.isnan(reread.set_index("env").loc["a", "y"])  # a new column leaves old rows empty

@@ -36,6 +36,22 @@ def _swing(obs: np.ndarray) -> np.ndarray:
     return np.clip(-0.5 * obs[:, 2:3], -2.0, 2.0)
 
 
+GAMMA, TOLERANCE = 0.9, 0.01
+
+
+def _replay(seed: int, policy_at) -> tuple[np.ndarray, np.ndarray]:
+    """One episode by hand, ``horizon + tail`` steps, ``policy_at(t)`` acting at step ``t``."""
+    tail = int(np.ceil(np.log(TOLERANCE) / np.log(GAMMA)))
+    env = make_env(PENDULUM, seed=seed, max_episode_steps=PENDULUM.horizon + tail)
+    obs, _ = env.reset(seed=seed)
+    visited, rewards = [], []
+    for t in range(PENDULUM.horizon + tail):
+        visited.append(obs)
+        obs, reward, *_ = env.step(policy_at(t)(obs[None])[0])
+        rewards.append(reward)
+    return np.asarray(visited), np.asarray(rewards)
+
+
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 0.99])
 def test_discounted_returns_match_the_definition(gamma):
     rewards = np.random.default_rng(0).standard_normal(30)
@@ -44,27 +60,40 @@ def test_discounted_returns_match_the_definition(gamma):
 
 
 def test_rollouts_run_past_the_horizon_and_match_a_single_episode():
-    gamma, tolerance = 0.9, 0.01
     states, returns = expert_states_and_returns(
-        _swing, PENDULUM, gamma, episodes=3, seed=5, tolerance=tolerance
+        _swing, PENDULUM, GAMMA, episodes=3, seed=5, tolerance=TOLERANCE
     )
     assert states.shape == (3 * PENDULUM.horizon, 3) and returns.shape == (3 * PENDULUM.horizon,)
     # the second episode, rolled out alone for horizon + tail steps, gives the same states and returns
-    tail = int(np.ceil(np.log(tolerance) / np.log(gamma)))
-    env = make_env(PENDULUM, seed=6, max_episode_steps=PENDULUM.horizon + tail)
-    obs, _ = env.reset(seed=6)
-    visited, rewards = [], []
-    for _ in range(PENDULUM.horizon + tail):
-        visited.append(obs)
-        obs, reward, *_ = env.step(_swing(obs[None])[0])
-        rewards.append(reward)
+    visited, rewards = _replay(6, lambda t: _swing)
     second = slice(PENDULUM.horizon, 2 * PENDULUM.horizon)
-    np.testing.assert_allclose(states[second], np.asarray(visited[: PENDULUM.horizon]))
-    full = discounted_returns(np.asarray(rewards), gamma)
+    np.testing.assert_allclose(states[second], visited[: PENDULUM.horizon])
+    full = discounted_returns(rewards, GAMMA)
     np.testing.assert_allclose(returns[second], full[: PENDULUM.horizon])
     # the last kept state's return is not cut off at the horizon: the tail adds to it
-    horizon_only = discounted_returns(np.asarray(rewards[: PENDULUM.horizon]), gamma)
+    horizon_only = discounted_returns(rewards[: PENDULUM.horizon], GAMMA)
     assert abs(returns[second][-1] - horizon_only[-1]) > 1e-3
+
+
+def test_mixed_skill_rollouts_keep_the_states_from_the_switch_on():
+    """A weaker policy acts up to a random step, then the expert: the kept returns are the expert's."""
+
+    def idle(obs):
+        return np.zeros((len(obs), 1))
+
+    states, returns = expert_states_and_returns(
+        _swing, PENDULUM, GAMMA, episodes=2, seed=5, tolerance=TOLERANCE, behaviours=[idle]
+    )
+    switch = np.random.default_rng(5).integers(0, PENDULUM.horizon, size=2)
+    assert len(states) == len(returns) == sum(PENDULUM.horizon - switch)
+    # replay episode 0 by hand: idle up to the switch, then the controller
+    visited, rewards = _replay(5, lambda t: idle if t < switch[0] else _swing)
+    kept = PENDULUM.horizon - switch[0]
+    np.testing.assert_allclose(states[:kept], visited[switch[0] : PENDULUM.horizon])
+    expected = discounted_returns(rewards, GAMMA)[switch[0] : PENDULUM.horizon]
+    np.testing.assert_allclose(returns[:kept], expected)
+    empty_states, empty_returns = expert_states_and_returns(_swing, PENDULUM, GAMMA, episodes=0, seed=0)
+    assert empty_states.shape == (0, 3) and empty_returns.shape == (0,)
 
 
 def test_correction_starts_at_zero_and_trains():
@@ -82,6 +111,7 @@ def _oracle_with_critic(critic) -> SimpleNamespace:
     return SimpleNamespace(
         spec=PENDULUM,
         gamma=0.9,
+        checkpoint_names=["expert"],  # no skill levels: mixed-skill rollouts start with random actions
         policy=lambda name="expert", deterministic=True: _swing,
         value=lambda obs, corrected=False: critic(np.asarray(obs)),
     )
@@ -96,7 +126,8 @@ def test_fit_repairs_a_critic_with_a_structured_error():
         return np.zeros(len(obs)) - 20.0 * obs[:, 0]  # ranks cos(theta) backwards
 
     base = spearmanr(bad_critic(x_val), truth_proxy).statistic
-    correction, report = fit_value_correction(_oracle_with_critic(bad_critic), **{**TINY, "steps": 1500})
+    oracle = _oracle_with_critic(bad_critic)
+    correction, report = fit_value_correction(oracle, **{**TINY, "steps": 1500, "mixed_share": 0.0})
     assert report.accepted and report.best_step > 0
     assert report.validation_spearman_critic == pytest.approx(base)
     assert report.validation_spearman_corrected > base + 0.3
@@ -111,9 +142,17 @@ def test_fit_rejects_a_correction_without_enough_gain():
     assert not report.accepted
 
 
-@pytest.mark.parametrize("bad", [{"episodes": 0}, {"steps": 0}, {"validation_episodes": 0}])
-def test_fit_rejects_empty_budgets(bad):
-    with pytest.raises(ValueError, match="must be >= 1"):
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"episodes": 0}, "must be >= 1"),
+        ({"steps": 0}, "must be >= 1"),
+        ({"validation_episodes": 0}, "must be >= 1"),
+        ({"mixed_share": 1.5}, "mixed_share"),
+    ],
+)
+def test_fit_rejects_bad_settings(bad, message):
+    with pytest.raises(ValueError, match=message):
         fit_value_correction(_oracle_with_critic(lambda obs: obs[:, 0]), **{**TINY, **bad})
 
 
