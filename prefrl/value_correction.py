@@ -9,11 +9,15 @@ residual network fitted to what the critic gets wrong on the expert's own rollou
 
 ``delta`` is trained by regression on ``G_t - V_critic(s_t)`` over the states of ``episodes`` rollouts of
 the expert's mean action, with ``G_t`` the *untruncated* discounted return (as in
-:func:`prefrl.oracle.value_quality`). Shifting ``Q`` by the same ``delta(s)`` leaves the critic's advantages
-``Q - V`` (the ``regret`` rater's ``form=advantage``) unchanged. The last layer starts at zero, so training
-starts from the plain critic; the weights with the best Spearman correlation on separate validation
-rollouts are kept, and the correction is only accepted when that beats the plain critic. Training,
-validation and the held-out states of ``value_quality`` come from disjoint reset seeds.
+:func:`prefrl.oracle.value_quality`). In a share of the rollouts (``mixed_share``) a skill level or a random
+policy acts first and the expert takes over at a random step, so ``delta`` also sees the mixed-skill states
+a ``regret`` rater evaluates ``V*`` on, instead of extrapolating there.
+
+Shifting ``Q`` by the same ``delta(s)`` leaves the critic's advantages ``Q - V`` (the ``regret`` rater's
+``form=advantage``) unchanged. The last layer starts at zero, so training starts from the plain critic;
+the weights with the best Spearman correlation on separate validation rollouts are kept, and the
+correction is only accepted when that beats the plain critic by ``min_gain``. Training, validation and
+the held-out states of ``value_quality`` come from disjoint reset seeds.
 """
 
 from __future__ import annotations
