@@ -44,7 +44,13 @@ from stable_baselines3.common.vec_env import VecNormalize
 from prefrl.envs import EnvSpec, load_env_spec, make_env, make_vec_env
 from prefrl.evaluation import evaluate_policy
 from prefrl.spec_utils import PROJECT_ROOT, check_keys, deep_update, load_yaml
-from prefrl.training_state import META, SaveTrainingState, load_training_state, read_meta
+from prefrl.training_state import (
+    META,
+    SaveTrainingState,
+    TrainingStateError,
+    load_training_state,
+    read_meta,
+)
 from prefrl.value_correction import (
     ValueCorrection,
     expert_states_and_returns,
@@ -473,10 +479,13 @@ def _train(
             print(f"resuming {spec.name} from step {model.num_timesteps} ({state_dir})", flush=True)
         else:
             if (state_dir / META).exists():
+                try:
+                    step = f"step {read_meta(state_dir).get('num_timesteps')}"
+                except TrainingStateError:  # a damaged state cannot be resumed: starting afresh is the fix
+                    step = "damaged"
                 warnings.warn(
-                    f"starting {spec.name} afresh: its saved training state in {state_dir} (step "
-                    f"{read_meta(state_dir).get('num_timesteps')}) will be replaced; pass --resume to "
-                    "continue it",
+                    f"starting {spec.name} afresh: its saved training state in {state_dir} ({step}) will "
+                    "be replaced; pass --resume to continue it",
                     stacklevel=3,
                 )
             kwargs = dict(config.get("policy_kwargs", {}))

@@ -217,6 +217,13 @@ def test_interrupted_sac_oracle_resumes(tmp_path, monkeypatch):
     # starting afresh over a saved state says so, since that state will be replaced
     with pytest.warns(UserWarning, match="step 1200.*pass --resume"):
         oracle_module.train_oracle("pendulum", out=tmp_path / "afresh", **{**common, "steps": 1})
+    # a damaged state blocks --resume with a clear error, but not a fresh start that replaces it
+    (tmp_path / "state" / "meta.json").write_text("{not json")
+    with pytest.raises(oracle_module.TrainingStateError, match="corrupted training state"):
+        oracle_module.train_oracle("pendulum", out=tmp_path / "again", resume=True, **{**common, "steps": 2})
+    with pytest.warns(UserWarning, match="damaged"):
+        oracle_module.train_oracle("pendulum", out=tmp_path / "again", **{**common, "steps": 1})
+    assert json.loads((tmp_path / "state" / "meta.json").read_text())["num_timesteps"] == 1
 
 
 def test_resume_errors_are_clear(tmp_path):
