@@ -7,7 +7,7 @@ For each env with a checkpoint under prefrl/oracle_checkpoints (or the envs give
 writes results/oracles/quality.csv with one row per env:
 
 * the manifest's measured returns (random, expert, skill levels) and the issue's target;
-* ``prefrl.oracle.value_quality``: Spearman / Pearson of ``V*`` against the Monte-Carlo discounted return
+* ``prefrl.oracle.value_quality_with_critic``: Spearman / Pearson of ``V*`` against the Monte-Carlo return
   of held-out expert states (20 episodes, untruncated targets), and Spearman on the transient states;
   ``*_stochastic``: the same on rollouts of the expert's own stochastic policy (the one its critic evaluates);
   ``*_mixed``: the same on mixed-skill states (a skill level or a random policy acts up to a random step,
@@ -31,7 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from prefrl.analysis import upsert_rows
 from prefrl.diagnostics import rate_report
-from prefrl.oracle import CHECKPOINT_ROOT, load_oracle, oracle_dir, value_quality
+from prefrl.oracle import CHECKPOINT_ROOT, load_oracle, oracle_dir, value_quality_with_critic
 from prefrl.spec_utils import PROJECT_ROOT
 
 #: the oracle issue's expert targets (mean true return)
@@ -50,8 +50,7 @@ def measure(env: str) -> dict[str, object]:
     start = time.perf_counter()
     oracle = load_oracle(env)
     manifest = oracle.manifest
-    quality = value_quality(oracle)
-    critic = value_quality(oracle, corrected=False) if oracle.correction is not None else quality
+    quality, critic = value_quality_with_critic(oracle)
     manifest.value_quality = quality
     manifest.save(oracle_dir(oracle.spec))
     report = rate_report(env, ["partial_return", "regret"], 20_000, policy="mixed", seed=0, repeats=1)

@@ -683,13 +683,53 @@ def train_oracle(
     return out
 
 
-def _values_and_mc_returns(
-    oracle: Oracle, deterministic: bool, episodes: int, seed: int, tolerance: float, corrected: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """``V*`` and the untruncated Monte-Carlo discounted return of the expert's states (first ``horizon``)."""
-    act = oracle.policy("expert", deterministic=deterministic)
-    states, returns = expert_states_and_returns(act, oracle.spec, oracle.gamma, episodes, seed, tolerance)
-    return oracle.value(states, corrected=corrected), returns
+#: (states, untruncated Monte-Carlo returns) of one rollout set of the value-quality check
+StatesAndReturns = tuple[np.ndarray, np.ndarray]
+
+
+def _quality_rollouts(
+    oracle: Oracle, episodes: int, seed: int, tolerance: float
+) -> dict[str, StatesAndReturns]:
+    """The held-out states of :func:`value_quality`: the expert's mean action, its stochastic policy and
+    mixed-skill starts."""
+    spec, gamma, expert = oracle.spec, oracle.gamma, oracle.policy("expert")
+    # seeded action noise, and skill levels built on first use (their networks draw initial weights),
+    # without touching the caller's random stream
+    with th.random.fork_rng(devices=[]):
+        rollouts = {
+            "deterministic": expert_states_and_returns(expert, spec, gamma, episodes, seed, tolerance)
+        }
+        th.manual_seed(seed)
+        stochastic = oracle.policy("expert", deterministic=False)
+        rollouts["stochastic"] = expert_states_and_returns(stochastic, spec, gamma, episodes, seed, tolerance)
+        rollouts["mixed"] = expert_states_and_returns(
+            expert, spec, gamma, episodes, seed + 50_000, tolerance, behaviours=weaker_policies(oracle, seed)
+        )
+    return rollouts
+
+
+def _quality_scores(value: Callable[[np.ndarray], np.ndarray], rollouts: dict[str, StatesAndReturns]) -> dict:
+    from scipy.stats import pearsonr, spearmanr
+
+    (x, g), (x_stoch, g_stoch), (x_mixed, g_mixed) = (
+        rollouts[k] for k in ("deterministic", "stochastic", "mixed")
+    )
+    v, v_stoch, v_mixed = value(x), value(x_stoch), value(x_mixed)
+    # transient: the lower half of the observed return range, i.e. states clearly short of the steady
+    # regime (a median split would put half of the steady states in as soon as they are the majority)
+    transient = g < 0.5 * (g.min() + g.max())
+    return {
+        "spearman": float(spearmanr(v, g).statistic),
+        "pearson": float(pearsonr(v, g).statistic),
+        "spearman_transient": float(spearmanr(v[transient], g[transient]).statistic),
+        "states": len(v),
+        "transient_states": int(transient.sum()),
+        "spearman_stochastic": float(spearmanr(v_stoch, g_stoch).statistic),
+        "pearson_stochastic": float(pearsonr(v_stoch, g_stoch).statistic),
+        "spearman_mixed": float(spearmanr(v_mixed, g_mixed).statistic),
+        "pearson_mixed": float(pearsonr(v_mixed, g_mixed).statistic),
+        "mixed_states": len(v_mixed),
+    }
 
 
 def value_quality(
@@ -715,32 +755,18 @@ def value_quality(
     ``regret`` rater evaluates ``V*`` on; targets are the expert's returns from there).
     ``corrected=False`` measures the plain critic of an oracle with a Monte-Carlo value correction.
     """
-    from scipy.stats import pearsonr, spearmanr
+    rollouts = _quality_rollouts(oracle, episodes, seed, tolerance)
+    return _quality_scores(lambda obs: oracle.value(obs, corrected=corrected), rollouts)
 
-    v, g = _values_and_mc_returns(oracle, True, episodes, seed, tolerance, corrected)
-    with th.random.fork_rng(devices=[]):  # seeded action noise, without touching the caller's stream
-        th.manual_seed(seed)
-        v_stoch, g_stoch = _values_and_mc_returns(oracle, False, episodes, seed, tolerance, corrected)
-    # transient: the lower half of the observed return range, i.e. states clearly short of the steady
-    # regime (a median split would put half of the steady states in as soon as they are the majority)
-    transient = g < 0.5 * (g.min() + g.max())
-    x_mixed, g_mixed = expert_states_and_returns(
-        oracle.policy("expert"), oracle.spec, oracle.gamma, episodes, seed + 50_000, tolerance,
-        behaviours=weaker_policies(oracle, seed),
-    )  # fmt: skip
-    v_mixed = oracle.value(x_mixed, corrected=corrected)
-    return {
-        "spearman": float(spearmanr(v, g).statistic),
-        "pearson": float(pearsonr(v, g).statistic),
-        "spearman_transient": float(spearmanr(v[transient], g[transient]).statistic),
-        "states": len(v),
-        "transient_states": int(transient.sum()),
-        "spearman_stochastic": float(spearmanr(v_stoch, g_stoch).statistic),
-        "pearson_stochastic": float(pearsonr(v_stoch, g_stoch).statistic),
-        "spearman_mixed": float(spearmanr(v_mixed, g_mixed).statistic),
-        "pearson_mixed": float(pearsonr(v_mixed, g_mixed).statistic),
-        "mixed_states": len(v_mixed),
-    }
+
+def value_quality_with_critic(
+    oracle: Oracle, episodes: int = 20, seed: int = 12_345, tolerance: float = 0.01
+) -> tuple[dict[str, float], dict[str, float]]:
+    """:func:`value_quality` of ``V*`` and of the plain critic, from one set of rollouts (the costly part)."""
+    rollouts = _quality_rollouts(oracle, episodes, seed, tolerance)
+    corrected = _quality_scores(oracle.value, rollouts)
+    plain = _quality_scores(lambda obs: oracle.value(obs, corrected=False), rollouts)
+    return corrected, plain
 
 
 def correct_value(
@@ -764,14 +790,13 @@ def correct_value(
     settings = {**settings, **fit_kwargs}
     check_keys(settings, CORRECTION_KEYS, "value correction settings")
     correction, report = fit_value_correction(oracle, **settings)
-    # the settings that differ from fit_value_correction's defaults, to reproduce the fit
+    # the config's settings with the caller's on top: what reproduces this fit
     manifest.value_correction = {**report.to_dict(), "settings": settings}
     (directory / CORRECTION_FILE).unlink(missing_ok=True)
     if report.accepted:
         save_value_correction(directory, correction)
-    manifest.save(directory)
-    _CACHE.pop(str(directory), None)
-    manifest.value_quality = value_quality(load_oracle(spec, directory))
+    manifest.save(directory)  # file and manifest agree even if the quality check below is cut short
+    manifest.value_quality = value_quality(Oracle(spec, manifest, directory))
     manifest.save(directory)
     _CACHE.pop(str(directory), None)
     if verbose:

@@ -17,6 +17,7 @@ from prefrl.oracle import (
     load_oracle_config,
     oracle_dir,
     value_quality,
+    value_quality_with_critic,
 )
 
 #: a value correction small enough for training tests (the real settings are in agents/oracle.yaml)
@@ -61,6 +62,8 @@ def test_value_function_is_meaningful(pendulum_oracle):
     assert pendulum_oracle.correction is not None
     plain = value_quality(pendulum_oracle, episodes=5, corrected=False)
     assert quality["spearman"] > plain["spearman"] + 0.15
+    # both from one set of rollouts: the same figures as two separate checks
+    assert value_quality_with_critic(pendulum_oracle, episodes=5) == (quality, plain)
 
 
 def test_value_and_q_shapes_and_consistency(pendulum_oracle):
