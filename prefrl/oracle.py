@@ -15,10 +15,10 @@ under ``prefrl/oracle_checkpoints/<env>/``; the env spec names the folder (``ora
     oracle.policy("expert")      # callable obs -> action; also "level0" .. "levelK" (worst to best)
 
 ``prefrl oracle train --env ENV`` produces them; ``prefrl oracle eval --env ENV`` re-measures them.
-For a SAC expert ``V(s) = mean over a ~ pi(.|s) of min_j Q_j(s, a)`` (``n_action_samples`` draws); for a
-PPO expert ``V`` is its critic. Where the checkpoint has an accepted Monte-Carlo correction
-(:mod:`prefrl.value_correction`, ``prefrl oracle correct-value --env ENV``), ``V`` and ``Q`` add its
-``delta(s)``.
+For a SAC expert ``V(s) = mean over a ~ pi(.|s) of min_j Q_j(s, a)`` (``n_action_samples`` draws, the same
+standard-normal draws for every state); for a PPO expert ``V`` is its critic. Where the checkpoint has an
+accepted Monte-Carlo correction (:mod:`prefrl.value_correction`, ``prefrl oracle correct-value --env ENV``),
+``V`` and ``Q`` add its ``delta(s)``.
 """
 
 from __future__ import annotations
@@ -254,7 +254,7 @@ def _normalise(obs: np.ndarray, norm: dict[str, np.ndarray]) -> np.ndarray:
 class Oracle:
     """A loaded expert: acts, and evaluates ``V*`` / ``Q*`` on batches of numpy observations."""
 
-    def __init__(self, spec: EnvSpec, manifest: OracleManifest, directory: Path, n_action_samples: int = 10):
+    def __init__(self, spec: EnvSpec, manifest: OracleManifest, directory: Path, n_action_samples: int = 16):
         self.spec = spec
         self.manifest = manifest
         self.directory = directory
@@ -310,17 +310,28 @@ class Oracle:
         obs_t = th.as_tensor(_normalise(obs, self.norm))
         policy = self.model.policy
         if isinstance(self.model, SAC):
-            n = obs_t.shape[0]
-            repeated = obs_t.repeat(self.n_action_samples, 1)
-            # a fixed seed keeps V deterministic (the same states always get the same values) without
-            # touching the caller's random stream
-            with th.random.fork_rng(devices=[]):
-                th.manual_seed(0)
-                actions, _ = policy.actor.action_log_prob(repeated)
-            q = th.min(th.cat(policy.critic(repeated, actions), dim=1), dim=1).values
-            return q.view(self.n_action_samples, n).mean(dim=0).numpy().astype(np.float64)
+            if policy.actor.use_sde:
+                raise OracleError(
+                    f"{self.spec.name}: V* of a gSDE SAC expert is not supported (set use_sde false)"
+                )
+            mean, log_std, _ = policy.actor.get_action_dist_params(obs_t)
+            # every state gets the same standard-normal draws (common random numbers), so V is a smooth,
+            # deterministic function of the state alone: with draws per batch row, a state's V depended on
+            # its position in the batch, and Pendulum's equilibrium states got noise of std 0.016 against
+            # return differences below 1e-5
+            noise = self._action_noise(mean.shape[-1])[:, None, :]
+            actions = th.tanh(mean + log_std.exp() * noise)  # SAC's squashed actions in [-1, 1]
+            samples, n = noise.shape[0], obs_t.shape[0]
+            repeated = obs_t.expand(samples, *obs_t.shape).reshape(samples * n, -1)
+            q = th.min(th.cat(policy.critic(repeated, actions.reshape(samples * n, -1)), dim=1), dim=1).values
+            return q.view(samples, n).mean(dim=0).numpy().astype(np.float64)
         scale = float(self.norm["reward_scale"]) if self.norm else 1.0
         return scale * policy.predict_values(obs_t).squeeze(-1).numpy().astype(np.float64)
+
+    def _action_noise(self, action_dim: int) -> th.Tensor:
+        """``n_action_samples`` fixed standard-normal draws in antithetic pairs ``(eps, -eps)``."""
+        half = th.randn((self.n_action_samples + 1) // 2, action_dim, generator=th.Generator().manual_seed(0))
+        return th.cat([half, -half])[: self.n_action_samples]
 
     @th.no_grad()
     def q_value(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:

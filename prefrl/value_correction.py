@@ -9,9 +9,11 @@ residual network fitted to what the critic gets wrong on the expert's own rollou
 
 ``delta`` is trained by regression on ``G_t - V_critic(s_t)`` over the states of ``episodes`` rollouts of
 the expert's mean action, with ``G_t`` the *untruncated* discounted return (as in
-:func:`prefrl.oracle.value_quality`). In a share of the rollouts (``mixed_share``) a skill level or a random
-policy acts first and the expert takes over at a random step, so ``delta`` also sees the mixed-skill states
-a ``regret`` rater evaluates ``V*`` on, instead of extrapolating there.
+:func:`prefrl.oracle.value_quality`), plus a pairwise ranking loss that orders states whose returns differ
+by less than the squared error resolves (:func:`pairwise_rank_loss`). In a share of the rollouts
+(``mixed_share``) a skill level or a random policy acts first and the expert takes over at a random step,
+so ``delta`` also sees the mixed-skill states a ``regret`` rater evaluates ``V*`` on, instead of
+extrapolating there.
 
 Shifting ``Q`` by the same ``delta(s)`` leaves the critic's advantages ``Q - V`` (the ``regret`` rater's
 ``form=advantage``) unchanged. The last layer starts at zero, so training starts from the plain critic;
@@ -42,13 +44,16 @@ TRAIN_SEED = 2_000_000
 VALIDATION_SEED = 3_000_000
 
 
-def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
-    """``G_t = sum_k gamma^k r_{t+k}`` for every step of one episode."""
+def discounted_returns(rewards: np.ndarray, gamma: float, window: int | None = None) -> np.ndarray:
+    """``G_t = sum_{k < window} gamma^k r_{t+k}`` for every step of one episode (to its end by default)."""
     returns = np.zeros(len(rewards))
     running = 0.0
     for t in range(len(rewards) - 1, -1, -1):
         running = rewards[t] + gamma * running
         returns[t] = running
+    if window is not None and window < len(rewards):
+        # drop what lies beyond the window: G_t - gamma^window G_{t+window}
+        returns[:-window] -= gamma**window * returns[window:].copy()
     return returns
 
 
@@ -68,7 +73,10 @@ def expert_states_and_returns(
 
     A critic estimates the return *without* the time limit (SB3 bootstraps at truncations), so each
     episode runs ``horizon + tail`` steps, where ``gamma ** tail <= tolerance``, and only the states of the
-    first ``horizon`` steps are kept (a real termination still ends the return). The episodes run in
+    first ``horizon`` steps are kept (a real termination still ends the return). Every kept state's return
+    sums the same ``tail`` steps, so it is a function of the state alone and not of when it was visited:
+    summed to the rollout's end, Pendulum's equilibrium state (60% of its steps) got returns ordered by
+    time, which no value function can rank. The episodes run in
     lockstep with one batched call per policy and step: Swimmer's ``gamma = 0.9999`` needs 46k-step rollouts.
 
     With ``behaviours`` (weaker policies), episode ``i`` is driven by ``behaviours[i % len]`` up to a
@@ -108,7 +116,7 @@ def expert_states_and_returns(
         env.close()
     states = [np.asarray(v, dtype=np.float64).reshape(len(v), obs_dim) for v in visited]
     returns = [
-        discounted_returns(np.asarray(r), gamma)[first : first + len(v)]
+        discounted_returns(np.asarray(r), gamma, window=tail)[first : first + len(v)]
         for r, v, first in zip(rewards, visited, switch, strict=True)
     ]
     return np.concatenate(states), np.concatenate(returns)
@@ -120,6 +128,21 @@ def weaker_policies(oracle: Oracle, seed: int) -> list[Policy]:
     low, high = oracle.spec.action_space.low, oracle.spec.action_space.high
     levels = [oracle.policy(name) for name in oracle.checkpoint_names if name != "expert"]
     return [*levels, lambda obs: rng.uniform(low, high, size=(len(obs), *low.shape))]
+
+
+def pairwise_rank_loss(values: th.Tensor, returns: th.Tensor, temperature: float) -> th.Tensor:
+    """RankNet loss (Burges et al., 2005) over the pairs of a batch whose returns differ.
+
+    ``mean softplus(-sign(G_i - G_j) (V_i - V_j) / temperature)``: each pair costs ``log 2`` when its values
+    tie and pulls them into the returns' order with the same strength however small the returns' difference
+    is, which a squared error on returns spanning 1e-5 to 300 (Pendulum) does not.
+    """
+    order = th.sign(returns[:, None] - returns[None, :])
+    margins = (values[:, None] - values[None, :]) / temperature
+    differ = order != 0
+    if not differ.any():
+        return values.sum() * 0.0
+    return nn.functional.softplus(-order * margins)[differ].mean()
 
 
 class ValueCorrection(nn.Module):
@@ -175,6 +198,8 @@ def fit_value_correction(
     eval_every: int = 250,
     min_gain: float = 0.01,
     mixed_share: float = 0.5,
+    rank_weight: float = 1.0,
+    rank_temperature: float = 0.01,
     seed: int = 0,
 ) -> tuple[ValueCorrection, CorrectionReport]:
     """Fit ``delta`` on the expert's own rollouts; see the module docstring.
@@ -187,6 +212,11 @@ def fit_value_correction(
         (:func:`weaker_policies`) before the expert takes over: ``delta`` must not spoil ``V*`` on the
         mixed-skill states the ``regret`` rater sees, where a fit to the expert's own states alone
         extrapolates (Walker2d: agreement of regret with partial return fell from 88% to 79%).
+    :param rank_weight: weight of :func:`pairwise_rank_loss` beside the squared error: the squared error
+        fits the returns' scale, the ranking term their order where they differ by less than the critic's
+        error (Pendulum's near-equilibrium states: held-out Spearman 0.63 without it, 0.85 with it).
+    :param rank_temperature: the value difference, in units of the residual's spread, at which a pair
+        counts as confidently ordered.
     :param min_gain: the validation Spearman the correction must add to be accepted; a negligible gain
         is not worth a second network (HalfCheetah: +0.003 while its transient states ranked worse).
     :returns: the correction (best validation weights) and a report; ``report.accepted`` is False when no
@@ -199,6 +229,10 @@ def fit_value_correction(
         )
     if not 0.0 <= mixed_share <= 1.0:
         raise ValueError(f"mixed_share must be in [0, 1], got {mixed_share}")
+    if rank_weight < 0.0 or rank_temperature <= 0.0:
+        raise ValueError(
+            f"rank_weight must be >= 0 and rank_temperature > 0, got {rank_weight}, {rank_temperature}"
+        )
     act = oracle.policy("expert", deterministic=True)
 
     def rollouts(count: int, first_seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -219,12 +253,12 @@ def fit_value_correction(
 
     th.manual_seed(seed)
     correction = ValueCorrection(x_train.shape[1], hidden)
-    residual = g_train - v_train
     correction.obs_mean.copy_(th.as_tensor(x_train.mean(axis=0), dtype=th.float32))
     correction.obs_std.copy_(th.as_tensor(x_train.std(axis=0) + 1e-6, dtype=th.float32))
-    correction.scale.fill_(float(residual.std() + 1e-8))
+    correction.scale.fill_(float((g_train - v_train).std() + 1e-8))
     inputs = th.as_tensor(x_train, dtype=th.float32)
-    targets = th.as_tensor(residual, dtype=th.float32)
+    critic_values = th.as_tensor(v_train, dtype=th.float32)
+    returns = th.as_tensor(g_train, dtype=th.float32)
 
     def validation_spearman() -> float:
         return float(spearmanr(v_val + correction.predict(x_val), g_val).statistic)
@@ -236,8 +270,12 @@ def fit_value_correction(
     generator = th.Generator().manual_seed(seed)
     for step in range(1, steps + 1):
         batch = th.randint(0, len(inputs), (batch_size,), generator=generator)
+        values = critic_values[batch] + correction(inputs[batch])
         # the loss in units of the residual's spread keeps one learning rate right for every env
-        loss = ((correction(inputs[batch]) - targets[batch]) ** 2).mean() / correction.scale**2
+        loss = ((values - returns[batch]) ** 2).mean() / correction.scale**2
+        if rank_weight > 0.0:
+            temperature = rank_temperature * float(correction.scale)
+            loss = loss + rank_weight * pairwise_rank_loss(values, returns[batch], temperature)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -54,14 +54,17 @@ def test_value_function_is_meaningful(pendulum_oracle):
     th.manual_seed(7)
     quality = value_quality(pendulum_oracle, episodes=5)
     assert th.equal(th.rand(3), expected_draw)  # its seeded action noise leaves the caller's stream alone
+    # the issue's check: V* ranks held-out expert states like their Monte-Carlo returns
+    assert quality["spearman"] >= 0.8
     assert quality["pearson"] >= 0.9
     assert quality["spearman_transient"] >= 0.8
+    assert quality["spearman_mixed"] >= 0.8  # also where a weaker policy handed over to the expert
     assert quality["pearson_stochastic"] >= 0.9  # also on the stochastic policy's own rollouts
-    # the shipped Monte-Carlo correction ranks the held-out states (never used by its fit) better than the
-    # plain critic; the all-state Spearman is still short of 0.8 (see the README's value-quality notes)
+    # the shipped Monte-Carlo correction is what gets there: the plain critic ranks the equilibrium
+    # states (60% of them, returns within 1e-4 of each other) no better than chance
     assert pendulum_oracle.correction is not None
     plain = value_quality(pendulum_oracle, episodes=5, corrected=False)
-    assert quality["spearman"] > plain["spearman"] + 0.15
+    assert plain["spearman"] < 0.8 <= quality["spearman"]
     # both from one set of rollouts: the same figures as two separate checks
     assert value_quality_with_critic(pendulum_oracle, episodes=5) == (quality, plain)
 
@@ -81,6 +84,21 @@ def test_value_and_q_shapes_and_consistency(pendulum_oracle):
     # upright and still is worth more than hanging down
     up, down = np.array([[1.0, 0.0, 0.0]]), np.array([[-1.0, 0.0, 0.0]])
     assert pendulum_oracle.value(up)[0] > pendulum_oracle.value(down)[0]
+
+
+def test_sac_value_is_a_function_of_the_state_alone(pendulum_oracle):
+    """The same action draws for every state: a state's V* does not depend on the batch around it.
+
+    (With draws per batch row, V of these states computed alone and in one batch differed by up to 0.36.)
+    """
+    rng = np.random.default_rng(1)
+    theta = rng.uniform(-np.pi, np.pi, 40)
+    obs = np.stack([np.cos(theta), np.sin(theta), rng.uniform(-8, 8, 40)], axis=1)
+    batch = pendulum_oracle.value(obs, corrected=False)
+    alone = np.array([pendulum_oracle.value(o[None], corrected=False)[0] for o in obs])
+    np.testing.assert_allclose(batch, alone, rtol=1e-5, atol=1e-5)
+    repeated = pendulum_oracle.value(np.repeat(obs[:1], 30, axis=0), corrected=False)
+    assert np.ptp(repeated) < 1e-5 * max(1.0, abs(repeated[0]))
 
 
 def test_missing_and_corrupted_checkpoints_say_how_to_train(tmp_path):

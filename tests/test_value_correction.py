@@ -25,6 +25,7 @@ from prefrl.value_correction import (
     discounted_returns,
     expert_states_and_returns,
     fit_value_correction,
+    pairwise_rank_loss,
 )
 
 PENDULUM = load_env_spec("pendulum")
@@ -37,15 +38,15 @@ def _swing(obs: np.ndarray) -> np.ndarray:
 
 
 GAMMA, TOLERANCE = 0.9, 0.01
+TAIL = int(np.ceil(np.log(TOLERANCE) / np.log(GAMMA)))
 
 
 def _replay(seed: int, policy_at) -> tuple[np.ndarray, np.ndarray]:
     """One episode by hand, ``horizon + tail`` steps, ``policy_at(t)`` acting at step ``t``."""
-    tail = int(np.ceil(np.log(TOLERANCE) / np.log(GAMMA)))
-    env = make_env(PENDULUM, seed=seed, max_episode_steps=PENDULUM.horizon + tail)
+    env = make_env(PENDULUM, seed=seed, max_episode_steps=PENDULUM.horizon + TAIL)
     obs, _ = env.reset(seed=seed)
     visited, rewards = [], []
-    for t in range(PENDULUM.horizon + tail):
+    for t in range(PENDULUM.horizon + TAIL):
         visited.append(obs)
         obs, reward, *_ = env.step(policy_at(t)(obs[None])[0])
         rewards.append(reward)
@@ -57,6 +58,9 @@ def test_discounted_returns_match_the_definition(gamma):
     rewards = np.random.default_rng(0).standard_normal(30)
     expected = [sum(gamma**k * rewards[t + k] for k in range(len(rewards) - t)) for t in range(len(rewards))]
     np.testing.assert_allclose(discounted_returns(rewards, gamma), expected, atol=1e-10)
+    # a window sums the same number of steps from every state (fewer only where the episode ends)
+    windowed = [sum(gamma**k * rewards[t + k] for k in range(min(7, len(rewards) - t))) for t in range(30)]
+    np.testing.assert_allclose(discounted_returns(rewards, gamma, window=7), windowed, atol=1e-10)
 
 
 def test_rollouts_run_past_the_horizon_and_match_a_single_episode():
@@ -68,8 +72,9 @@ def test_rollouts_run_past_the_horizon_and_match_a_single_episode():
     visited, rewards = _replay(6, lambda t: _swing)
     second = slice(PENDULUM.horizon, 2 * PENDULUM.horizon)
     np.testing.assert_allclose(states[second], visited[: PENDULUM.horizon])
-    full = discounted_returns(rewards, GAMMA)
-    np.testing.assert_allclose(returns[second], full[: PENDULUM.horizon])
+    # every kept state's return sums the same `tail` steps, however late it was visited
+    expected = [GAMMA ** np.arange(TAIL) @ rewards[t : t + TAIL] for t in range(PENDULUM.horizon)]
+    np.testing.assert_allclose(returns[second], expected)
     # the last kept state's return is not cut off at the horizon: the tail adds to it
     horizon_only = discounted_returns(rewards[: PENDULUM.horizon], GAMMA)
     assert abs(returns[second][-1] - horizon_only[-1]) > 1e-3
@@ -90,7 +95,7 @@ def test_mixed_skill_rollouts_keep_the_states_from_the_switch_on():
     visited, rewards = _replay(5, lambda t: idle if t < switch[0] else _swing)
     kept = PENDULUM.horizon - switch[0]
     np.testing.assert_allclose(states[:kept], visited[switch[0] : PENDULUM.horizon])
-    expected = discounted_returns(rewards, GAMMA)[switch[0] : PENDULUM.horizon]
+    expected = discounted_returns(rewards, GAMMA, window=TAIL)[switch[0] : PENDULUM.horizon]
     np.testing.assert_allclose(returns[:kept], expected)
     empty_states, empty_returns = expert_states_and_returns(_swing, PENDULUM, GAMMA, episodes=0, seed=0)
     assert empty_states.shape == (0, 3) and empty_returns.shape == (0,)
@@ -104,6 +109,28 @@ def test_correction_starts_at_zero_and_trains():
     loss.backward()
     assert correction.net[-1].weight.grad.abs().sum() > 0
     assert correction.obs_mean.grad is None  # standardisation statistics are buffers, not parameters
+
+
+def test_rank_loss_orders_pairs_whatever_their_return_gap():
+    returns = th.tensor([0.0, 1e-5, 300.0])
+    ordered = th.tensor([0.0, 1.0, 2.0], requires_grad=True)
+    # only the returns' order counts: a gap of 1e-5 pulls as hard as one of 300
+    loss = pairwise_rank_loss(ordered, returns, temperature=1.0).item()
+    assert loss == pytest.approx(pairwise_rank_loss(ordered, th.tensor([0.0, 1.0, 2.0]), 1.0).item())
+    tied = pairwise_rank_loss(th.zeros(3), returns, temperature=1.0)
+    assert tied.item() == pytest.approx(np.log(2.0))
+    backwards = pairwise_rank_loss(-ordered, returns, temperature=1.0)
+    assert loss < tied < backwards
+    assert pairwise_rank_loss(ordered * 100, returns, temperature=1.0) < 1e-3  # confident and right: ~0
+    # gradient descent moves the values towards the returns' order
+    misordered = th.tensor([1.0, 0.0, 2.0], requires_grad=True)
+    pairwise_rank_loss(misordered, returns, temperature=1.0).backward()
+    assert misordered.grad[0] > 0 > misordered.grad[1]
+    # pairs with equal returns carry no gradient; no differing pair at all gives zero
+    flat = th.tensor([3.0, -1.0], requires_grad=True)
+    zero = pairwise_rank_loss(flat, th.tensor([2.0, 2.0]), temperature=1.0)
+    zero.backward()
+    assert zero.item() == 0.0 and th.equal(flat.grad, th.zeros(2))
 
 
 def _oracle_with_critic(critic) -> SimpleNamespace:
@@ -149,6 +176,8 @@ def test_fit_rejects_a_correction_without_enough_gain():
         ({"steps": 0}, "must be >= 1"),
         ({"validation_episodes": 0}, "must be >= 1"),
         ({"mixed_share": 1.5}, "mixed_share"),
+        ({"rank_weight": -1.0}, "rank_weight"),
+        ({"rank_temperature": 0.0}, "rank_temperature"),
     ],
 )
 def test_fit_rejects_bad_settings(bad, message):
