@@ -751,12 +751,13 @@ def value_quality(
     The critic estimates the discounted return *without* the time limit (SB3 bootstraps at
     truncations), so each state's target must not be cut off by the env's horizon either: the expert is
     rolled out for ``horizon + tail`` steps, where ``gamma ** tail <= tolerance``, and the targets are the
-    discounted returns of the states of the first ``horizon`` steps (a real termination still ends the
-    return). Returns Spearman and Pearson correlations over those states, and Spearman over the
-    *transient* states (Monte-Carlo return in the lower half of the observed range: the expert has not
-    yet reached its steady regime). Once an expert sits in its steady regime (Pendulum balanced upright,
-    a cheetah at full speed), returns differ by less than the critic's error and the rank order there is
-    noise, which drags the all-state Spearman down although ``V`` is accurate.
+    discounted returns over ``tail`` steps from each of the states of the first ``horizon`` steps (a real
+    termination still ends the return). Returns Spearman and Pearson correlations over those states, and
+    Spearman over the *transient* states (Monte-Carlo return in the lower half of the observed range: the
+    expert has not yet reached its steady regime). Once an expert sits in its steady regime (a cheetah at
+    full speed), returns differ by less than the critic's error, and on chaotic envs partly by what the
+    state does not determine, which drags the all-state Spearman down although ``V`` is accurate
+    (Pendulum's equilibrium needed a ranking loss in its correction: :mod:`prefrl.value_correction`).
 
     The headline figures roll out the expert's mean action, the policy scored and used as ``V*``'s
     stand-in. ``*_stochastic`` repeat the check on rollouts that sample the expert's own stochastic
@@ -801,8 +802,14 @@ def correct_value(
     settings = {**settings, **fit_kwargs}
     check_keys(settings, CORRECTION_KEYS, "value correction settings")
     correction, report = fit_value_correction(oracle, **settings)
-    # the config's settings with the caller's on top: what reproduces this fit
-    manifest.value_correction = {**report.to_dict(), "settings": settings}
+    # every argument the fit ran with (defaults included, so a later change of a default does not make
+    # the record wrong): what reproduces this fit
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(fit_value_correction).parameters.items()
+        if name != "oracle"
+    }
+    manifest.value_correction = {**report.to_dict(), "settings": {**defaults, **settings}}
     (directory / CORRECTION_FILE).unlink(missing_ok=True)
     if report.accepted:
         save_value_correction(directory, correction)

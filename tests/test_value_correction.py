@@ -199,6 +199,9 @@ def pendulum_copy(tmp_path):
 def test_correct_value_records_and_applies_the_correction(pendulum_copy):
     manifest = correct_value(PENDULUM, pendulum_copy, verbose=False, **TINY, min_gain=-1.0)
     assert manifest.value_correction["accepted"] and manifest.value_correction["settings"]["steps"] == 200
+    # the record holds every argument of the fit: Pendulum's config turns the ranking loss on, defaults too
+    assert manifest.value_correction["settings"]["rank_weight"] == 1.0
+    assert manifest.value_correction["settings"]["mixed_share"] == 0.5
     assert (pendulum_copy / CORRECTION_FILE).is_file()
     assert manifest.value_quality["states"] > 0
     oracle = load_oracle(PENDULUM, pendulum_copy)
@@ -259,6 +262,7 @@ def test_config_settings_are_checked(tmp_path):
         "episodes",
         "validation_episodes",
         "steps",
+        "rank_weight",
     }
 
 
