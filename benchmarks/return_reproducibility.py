@@ -8,7 +8,8 @@ rounded to float32 (the precision a critic reads it at), gives another return. T
 
 For ``states`` states sampled from the 10 held-out episodes of ``value_quality`` (same reset seeds), it
 re-runs the expert's mean action from ``copies`` copies of each state: the first rounded to float32, the
-others with a relative perturbation of 1e-7, each for the rest of the original (untruncated) rollout.
+others with a relative perturbation of 1e-7, each for the ``tail`` steps its return sums (as in
+``value_quality``: the same window from every state, past the time limit).
 Columns of results/oracles/reproducibility.csv:
 
 * ``spearman_g_rerun``: Spearman of the return with the return of the float32-rounded copy. If returns
@@ -62,7 +63,7 @@ def measure(env_name: str, states: int = 300, copies: int = 4, seed: int = 0) ->
     spec, gamma = oracle.spec, oracle.gamma
     act = oracle.policy("expert", deterministic=True)
     tail = int(np.ceil(np.log(TOLERANCE) / np.log(gamma)))
-    records = []  # (state, obs, return, steps left in the original rollout)
+    records = []  # (state, obs, return, steps its return sums)
     for episode in range(EPISODES):
         env = make_env(spec, seed=SEED + episode, max_episode_steps=spec.horizon + tail)
         obs, _ = env.reset(seed=SEED + episode)
@@ -73,9 +74,10 @@ def measure(env_name: str, states: int = 300, copies: int = 4, seed: int = 0) ->
             rewards.append(float(reward))
             done = terminated or truncated
         env.close()
-        returns = discounted_returns(np.asarray(rewards), gamma)
+        # value_quality's targets: the same `tail` steps from every state
+        returns = discounted_returns(np.asarray(rewards), gamma, window=tail)
         for t in range(min(spec.horizon, len(visited))):
-            records.append((*visited[t], returns[t], len(rewards) - t))
+            records.append((*visited[t], returns[t], min(tail, len(rewards) - t)))
     rng = np.random.default_rng(seed)
     picked = [records[i] for i in rng.choice(len(records), size=min(states, len(records)), replace=False)]
 
