@@ -6,7 +6,7 @@ Sub-commands::
     prefrl rate  --env ENV --rater R1 [--rater R2 ...] --pairs N [--policy random] [--seed S] [--json]
     prefrl demo  [--out results/demo]
     prefrl oracle train --env ENV [--steps N] [--seed S] [--resume] | prefrl oracle eval --env ENV
-    prefrl oracle correct-value --env ENV [--episodes N] [--fit-steps N]
+    prefrl oracle correct-value --env ENV [--episodes N] [--fit-steps N] [--rank-weight W]
     prefrl dataset build --env ENV --rater R [--episodes N] [--noise S] [--segment 64] [--pairs P]
     prefrl sweep --env E1,E2 --agent A1,A2 --rater R1,R2 --seeds 5 [--jobs J] [--backend local|ray]
     prefrl plot DIR | prefrl report DIR | prefrl render --run DIR | --env ENV --pair
@@ -125,6 +125,7 @@ def _cmd_oracle(args: argparse.Namespace) -> int:
             "episodes": args.episodes,
             "validation_episodes": args.validation_episodes,
             "steps": args.fit_steps,
+            "rank_weight": args.rank_weight,
             "seed": args.seed,
         }
         oracle.correct_value(args.env, **{key: value for key, value in given.items() if value is not None})
@@ -212,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--episodes", type=int, default=None, help="training rollouts of the expert")
     fix.add_argument("--validation-episodes", type=int, default=None, help="rollouts that pick the best fit")
     fix.add_argument("--fit-steps", type=int, default=None, help="Adam steps")
+    fix.add_argument(
+        "--rank-weight",
+        type=float,
+        default=None,
+        help="weight of the pairwise ranking loss (0: squared error only)",
+    )
     fix.add_argument("--seed", type=int, default=None)
     orc.set_defaults(func=_cmd_oracle)
 

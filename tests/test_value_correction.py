@@ -275,3 +275,5 @@ def test_cli_passes_only_the_given_settings(monkeypatch):
         cli.main(["oracle", "correct-value", "--env", "hopper", "--episodes", "12", "--fit-steps", "99"]) == 0
     )
     assert calls == [("hopper", {"episodes": 12, "steps": 99})]
+    assert cli.main(["oracle", "correct-value", "--env", "ant", "--rank-weight", "0.5"]) == 0
+    assert calls[-1] == ("ant", {"rank_weight": 0.5})
