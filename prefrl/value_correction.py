@@ -76,8 +76,8 @@ def expert_states_and_returns(
     first ``horizon`` steps are kept (a real termination still ends the return). Every kept state's return
     sums the same ``tail`` steps, so it is a function of the state alone and not of when it was visited:
     summed to the rollout's end, Pendulum's equilibrium state (60% of its steps) got returns ordered by
-    time, which no value function can rank. The episodes run in
-    lockstep with one batched call per policy and step: Swimmer's ``gamma = 0.9999`` needs 46k-step rollouts.
+    time, which no value function can rank. The episodes run in lockstep with one batched call per policy
+    and step: Swimmer's ``gamma = 0.9999`` needs 46k-step rollouts.
 
     With ``behaviours`` (weaker policies), episode ``i`` is driven by ``behaviours[i % len]`` up to a
     switch step drawn uniformly from ``[0, horizon)``, then by the expert; only the states from the switch
