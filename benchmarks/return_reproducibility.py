@@ -35,7 +35,7 @@ from prefrl.analysis import upsert_rows
 from prefrl.envs import make_env
 from prefrl.oracle import load_oracle
 from prefrl.spec_utils import PROJECT_ROOT
-from prefrl.value_correction import discounted_returns
+from prefrl.value_correction import discounted_returns, return_window
 
 DEFAULT_ENVS = ["pendulum", "halfcheetah", "ant", "walker2d"]
 EPISODES, SEED, TOLERANCE = 10, 12_345, 0.01  # value_quality's held-out episodes
@@ -62,7 +62,7 @@ def measure(env_name: str, states: int = 300, copies: int = 4, seed: int = 0) ->
     oracle = load_oracle(env_name)
     spec, gamma = oracle.spec, oracle.gamma
     act = oracle.policy("expert", deterministic=True)
-    tail = int(np.ceil(np.log(TOLERANCE) / np.log(gamma)))
+    tail = return_window(gamma, spec.horizon, TOLERANCE)
     records = []  # (state, obs, return, steps its return sums)
     for episode in range(EPISODES):
         env = make_env(spec, seed=SEED + episode, max_episode_steps=spec.horizon + tail)

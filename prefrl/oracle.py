@@ -74,8 +74,12 @@ ORACLE_KEYS = (
 )
 #: the value correction's weights, beside the expert's
 CORRECTION_FILE = "value_correction.pt"
-#: settings of ``value_correction`` in agents/oracle.yaml (the arguments of fit_value_correction)
-CORRECTION_KEYS = tuple(inspect.signature(fit_value_correction).parameters)[1:]
+#: settings of ``value_correction`` in agents/oracle.yaml: fit_value_correction's arguments, their defaults
+CORRECTION_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in list(inspect.signature(fit_value_correction).parameters.items())[1:]
+}
+CORRECTION_KEYS = tuple(CORRECTION_DEFAULTS)
 #: env steps between the evaluations that decide an early stop at ``stop_return``, and their episodes
 STOP_EVAL_FREQ = 10_000
 STOP_EVAL_EPISODES = 5
@@ -804,12 +808,7 @@ def correct_value(
     correction, report = fit_value_correction(oracle, **settings)
     # every argument the fit ran with (defaults included, so a later change of a default does not make
     # the record wrong): what reproduces this fit
-    defaults = {
-        name: parameter.default
-        for name, parameter in inspect.signature(fit_value_correction).parameters.items()
-        if name != "oracle"
-    }
-    manifest.value_correction = {**report.to_dict(), "settings": {**defaults, **settings}}
+    manifest.value_correction = {**report.to_dict(), "settings": {**CORRECTION_DEFAULTS, **settings}}
     (directory / CORRECTION_FILE).unlink(missing_ok=True)
     if report.accepted:
         save_value_correction(directory, correction)

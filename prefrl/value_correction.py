@@ -57,6 +57,12 @@ def discounted_returns(rewards: np.ndarray, gamma: float, window: int | None = N
     return returns
 
 
+def return_window(gamma: float, horizon: int, tolerance: float = 0.01) -> int:
+    """``tail``: the steps every target sums, the fewest with ``gamma ** tail <= tolerance`` (``horizon``
+    for ``gamma = 1``)."""
+    return int(np.ceil(np.log(tolerance) / np.log(gamma))) if gamma < 1.0 else horizon
+
+
 Policy = Callable[[np.ndarray], np.ndarray]
 
 
@@ -87,7 +93,7 @@ def expert_states_and_returns(
     obs_dim = int(np.prod(spec.observation_space.shape))
     if episodes == 0:
         return np.zeros((0, obs_dim)), np.zeros(0)
-    tail = int(np.ceil(np.log(tolerance) / np.log(gamma))) if gamma < 1.0 else spec.horizon
+    tail = return_window(gamma, spec.horizon, tolerance)
     envs = [make_env(spec, seed=seed + i, max_episode_steps=spec.horizon + tail) for i in range(episodes)]
     obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
     switch = np.zeros(episodes, dtype=int)
@@ -270,13 +276,13 @@ def fit_value_correction(
     optimizer = th.optim.Adam(correction.net.parameters(), lr=learning_rate)
     schedule = th.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     generator = th.Generator().manual_seed(seed)
+    temperature = rank_temperature * float(correction.scale)
     for step in range(1, steps + 1):
         batch = th.randint(0, len(inputs), (batch_size,), generator=generator)
         values = critic_values[batch] + correction(inputs[batch])
         # the loss in units of the residual's spread keeps one learning rate right for every env
         loss = ((values - returns[batch]) ** 2).mean() / correction.scale**2
         if rank_weight > 0.0:
-            temperature = rank_temperature * float(correction.scale)
             loss = loss + rank_weight * pairwise_rank_loss(values, returns[batch], temperature)
         optimizer.zero_grad()
         loss.backward()
