@@ -1,6 +1,6 @@
 """Quality of every shipped oracle: expert return, value-function ranking, regret vs partial return.
 
-For each env with a checkpoint under prefrl/oracle_checkpoints (or the envs given)::
+For each env with a checkpoint under prefrl/oracle/checkpoints (or the envs given)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/oracle_quality.py [ENV ...]
 
@@ -31,7 +31,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from prefrl.analysis import upsert_rows
 from prefrl.diagnostics import rate_report
-from prefrl.oracle import CHECKPOINT_ROOT, load_oracle, oracle_dir, value_quality_with_critic
+from prefrl.oracle import load_oracle, oracle_dir
+from prefrl.oracle.loading import CHECKPOINT_ROOT
+from prefrl.oracle.quality import value_quality_with_critic
 from prefrl.spec_utils import PROJECT_ROOT
 
 #: the oracle issue's expert targets (mean true return)

@@ -34,8 +34,8 @@ from scipy.stats import spearmanr
 from prefrl.analysis import upsert_rows
 from prefrl.envs import make_env
 from prefrl.oracle import load_oracle
+from prefrl.oracle.returns import discounted_returns, return_window
 from prefrl.spec_utils import PROJECT_ROOT
-from prefrl.value_correction import discounted_returns, return_window
 
 DEFAULT_ENVS = ["pendulum", "halfcheetah", "ant", "walker2d"]
 EPISODES, SEED, TOLERANCE = 10, 12_345, 0.01  # value_quality's held-out episodes

@@ -17,6 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from rliable import metrics
+
+from prefrl.diagnostics import agreement
+from prefrl.envs import load_env_spec
+from prefrl.errors import SpecError
+from prefrl.raters import make_rater
+from prefrl.segments import collect_segments, sample_pairs
 
 ID_COLUMNS = ["env", "agent", "rater", "seed"]
 
@@ -66,9 +73,6 @@ def _fill_normalised_score(frame: pd.DataFrame) -> None:
     A run records ``normalised_score`` with the anchors its env spec had when it started (NaN if it had
     none); anchors measured later (``prefrl oracle train``) fill those gaps here, the same formula.
     """
-    from prefrl.envs import load_env_spec
-    from prefrl.spec_utils import SpecError
-
     scores = frame.get("normalised_score")
     if scores is not None and scores.notna().all():
         return
@@ -106,7 +110,6 @@ def iqm(values: np.ndarray) -> float:
     values = np.asarray(values, dtype=float)
     if values.size == 0:
         return float("nan")
-    from rliable import metrics
 
     return float(metrics.aggregate_iqm(values.reshape(-1, 1)))
 
@@ -147,7 +150,6 @@ def score_metric(table: pd.DataFrame) -> str:
 
 
 def _aggregate_fn(scores: np.ndarray) -> np.ndarray:
-    from rliable import metrics
 
     return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_mean(scores)])
 
@@ -377,10 +379,6 @@ def rater_agreement(
     Agreement of two raters is mean ``1 - |y_a - y_b|`` over the pairs both answered (a tie against a
     strict label counts 0.5), as in :func:`prefrl.diagnostics.agreement`.
     """
-    from prefrl.diagnostics import agreement
-    from prefrl.raters import make_rater
-    from prefrl.segments import collect_segments, sample_pairs
-
     specs = list(dict.fromkeys(rater_specs))
     raters = [make_rater(s, env_spec) for s in specs]
     segments = collect_segments(env_spec, policy, num_segments, seed=seed)

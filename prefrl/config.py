@@ -10,11 +10,17 @@ before any training with the file, the key and a "did you mean" hint.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from prefrl.spec_utils import PROJECT_ROOT, SpecError, check_keys, deep_update, load_yaml, suggest
+import yaml
+
+from prefrl.agents.base import COMMON_DEFAULTS
+from prefrl.agents.registry import get_agent_class
+from prefrl.envs import list_env_specs
+from prefrl.errors import ConfigError, SpecError
+from prefrl.spec_utils import PROJECT_ROOT, check_keys, deep_update, load_yaml, parse_value, suggest
 
 #: where agent YAMLs live
 AGENTS_DIR = PROJECT_ROOT / "agents"
@@ -41,7 +47,6 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any], where:
 def _check_env_names(env_overrides: Mapping[str, Any], where: str) -> None:
     # a misspelt env name would silently drop its overrides; warn rather than fail, because an agent
     # YAML may carry settings for env specs that are not installed in this checkout
-    from prefrl.envs import list_env_specs
 
     known = list_env_specs()
     for name in env_overrides:
@@ -66,9 +71,6 @@ def load_agent_config(
     :param path: a different agent YAML
     :raises SpecError: unknown agent, malformed file, or an unknown key (naming the file and the key)
     """
-    from prefrl.agents import get_agent_class
-    from prefrl.agents.base import COMMON_DEFAULTS
-
     cls = get_agent_class(agent_name)
     path = agent_config_path(agent_name) if path is None else Path(path)
     data = load_yaml(path)
@@ -88,3 +90,25 @@ def load_agent_config(
         validate_config(overrides, schema, f"overrides for agent '{agent_name}'")
         config = deep_update(config, overrides)
     return config
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["ppo.learning_rate=3e-4", "n_envs=2"]`` -> nested dict with YAML-parsed values (``--set``)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. ppo.learning_rate=3e-4), got '{item}'")
+        node = overrides
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = _parse_override_value(value)
+    return overrides
+
+
+def _parse_override_value(raw: str) -> Any:
+    """Numbers and booleans as the rater grammar parses them (``3e-4`` is a float, which YAML 1.1
+    would keep a string), anything else (lists, mappings, strings) as YAML."""
+    value = parse_value(raw)
+    return yaml.safe_load(raw) if isinstance(value, str) else value

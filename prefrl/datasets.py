@@ -30,7 +30,6 @@ Command line (wired into ``prefrl`` by :func:`add_dataset_parser`)::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -47,6 +46,12 @@ from typing import Any
 import numpy as np
 
 from prefrl.envs import EnvSpec, load_env_spec
+from prefrl.errors import DatasetError, OracleError
+from prefrl.evaluation import episode_returns
+from prefrl.oracle import load_oracle, oracle_dir
+from prefrl.oracle.loading import MANIFEST
+from prefrl.raters import make_rater
+from prefrl.segments import collect_segments, sample_pairs, validate_segments
 from prefrl.types import PreferenceBatch, SegmentBatch
 
 logger = logging.getLogger(__name__)
@@ -55,9 +60,7 @@ __all__ = [
     "DATASET_FORMAT",
     "DatasetError",
     "PreferenceDataset",
-    "add_dataset_parser",
     "build_dataset",
-    "cmd_dataset",
     "dataset_dir",
     "dataset_params",
     "dataset_path",
@@ -76,10 +79,6 @@ DATA_DIR_ENV = "PREFRL_DATA_DIR"
 #: segment arrays stored in the file (SegmentBatch fields)
 _SEGMENT_KEYS = ("obs", "act", "reward", "factors", "dones", "next_obs", "source")
 _REQUIRED_KEYS = (*_SEGMENT_KEYS, "pairs", "labels", "provenance")
-
-
-class DatasetError(ValueError):
-    """A dataset file that is missing, corrupted or does not match what was asked for."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,8 +140,6 @@ def make_pairs(
     :param rng: the only source of randomness.
     :param pairs_per_segment: ``k`` for ``"dense"``.
     """
-    from prefrl.segments import sample_pairs
-
     if num_segments < 2:
         raise DatasetError(f"need at least 2 segments to make pairs, got {num_segments}")
     if isinstance(mode, int | np.integer) and not isinstance(mode, bool):
@@ -177,8 +174,6 @@ def dataset_dir(directory: str | Path | None = None) -> Path:
 
 def _oracle_fingerprint(spec: EnvSpec) -> str:
     """Hash of the oracle's manifest: a retrained oracle (new checkpoints) gives new datasets."""
-    from prefrl.oracle import MANIFEST, OracleError, oracle_dir
-
     manifest = oracle_dir(spec) / MANIFEST
     if not manifest.is_file():
         raise OracleError(
@@ -281,7 +276,6 @@ def _split_evenly(total: int, parts: int) -> list[int]:
 
 
 def _make_rater(rater: Any, spec: EnvSpec) -> Any:
-    from prefrl.raters import make_rater
 
     if not isinstance(rater, str):
         return rater
@@ -330,10 +324,6 @@ def build_dataset(
         (recorded in the provenance; 0 skips it).
     :param rebuild: build even if the cache file exists.
     """
-    from prefrl.evaluation import episode_returns
-    from prefrl.oracle import load_oracle
-    from prefrl.segments import collect_segments
-
     spec = load_env_spec(env)
     rater_obj = _make_rater(rater, spec)
     identity = rater_identity(rater_obj)
@@ -462,8 +452,6 @@ def load_dataset(path: str | Path, env_spec: EnvSpec | str | None = None) -> Pre
     :raises DatasetError: missing or unreadable file, missing keys, inconsistent shapes, bad labels or
         an env mismatch; the message names the file and the problem.
     """
-    from prefrl.segments import validate_segments
-
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"dataset file {path} does not exist")
@@ -508,65 +496,3 @@ def load_dataset(path: str | Path, env_spec: EnvSpec | str | None = None) -> Pre
 # --------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------
-
-
-def _pairs_arg(text: str) -> str | int:
-    if text in PAIR_MODES:
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected dense, sparse or a number of pairs, got '{text}'"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"the number of pairs must be >= 1, got {value}")
-    return value
-
-
-def add_dataset_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``prefrl dataset build ...`` to the ``prefrl`` sub-command parsers; returns the parser."""
-    parser = subparsers.add_parser("dataset", help="build offline preference datasets (cpl, bc)")
-    sub = parser.add_subparsers(dest="dataset_command", required=True)
-    build = sub.add_parser("build", help="roll out the oracle's checkpoints with noise, cut, pair and label")
-    build.add_argument("--env", required=True, help="env spec name (it needs a trained oracle)")
-    build.add_argument("--rater", default="regret", help="rater spec (default regret)")
-    build.add_argument("--episodes", type=int, default=500, help="episodes over all checkpoints")
-    build.add_argument("--noise", type=float, default=0.3, help="action-noise std / action half-range")
-    build.add_argument("--segment", type=int, default=64, help="steps per segment")
-    build.add_argument("--pairs", type=_pairs_arg, default="dense", help="dense, sparse or a number")
-    build.add_argument("--pairs-per-segment", type=int, default=8, help="pairs per segment (dense)")
-    build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--out", default=None, help="output file (default: the cache, by content hash)")
-    build.add_argument(
-        "--return-episodes", type=int, default=10, help="episodes per checkpoint measuring its noisy return"
-    )
-    build.add_argument("--rebuild", action="store_true", help="rebuild even if cached")
-    parser.set_defaults(func=cmd_dataset)
-    return parser
-
-
-def cmd_dataset(args: argparse.Namespace) -> int:
-    """Handler of ``prefrl dataset build``: builds, then prints the path and a one-line summary."""
-    path = build_dataset(
-        args.env,
-        args.rater,
-        episodes=args.episodes,
-        noise=args.noise,
-        segment=args.segment,
-        pairs=args.pairs,
-        pairs_per_segment=args.pairs_per_segment,
-        seed=args.seed,
-        out=args.out,
-        return_episodes=args.return_episodes,
-        rebuild=args.rebuild,
-    )
-    prov = load_dataset(path).provenance
-    score = prov.get("mean_normalised_score")
-    print(
-        f"{path}\n{prov['num_segments']} segments, {prov['pairs_labelled']} labelled pairs "
-        f"(tie rate {prov['tie_rate']:.3f}), "
-        f"behaviour return {prov.get('mean_noisy_return', float('nan')):.1f}"
-        + (f" (normalised {score:.1f})" if score is not None else "")
-    )
-    return 0

@@ -16,7 +16,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prefrl.agents import list_agents
+from prefrl.analysis import load_runs, summary_table
 from prefrl.envs import DEFAULT_ENV
+from prefrl.plots import plot_learning_curves
+from prefrl.report import write_report
+from prefrl.sweep import run_sweep
 
 #: (agents, rater): every agent learns from the same noise-free partial-return rater, except heron,
 #: whose method is defined by the hierarchical rater over the env's ranked reward factors
@@ -39,12 +44,6 @@ def run_demo(out: str | Path = "results/demo", seeds: int | None = None, steps: 
     :param seeds: seeds per agent (default :data:`DEMO_SEEDS`)
     :param steps: env steps for the online agents (default :data:`DEMO_ONLINE_STEPS`)
     """
-    from prefrl.agents import list_agents
-    from prefrl.analysis import load_runs, summary_table
-    from prefrl.plots import plot_learning_curves
-    from prefrl.report import write_report
-    from prefrl.sweep import run_sweep
-
     out = Path(out)
     seeds = seeds or DEMO_SEEDS
     online_steps = steps or DEMO_ONLINE_STEPS

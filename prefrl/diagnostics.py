@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from prefrl.envs import load_env_spec
+from prefrl.oracle import load_oracle
 from prefrl.raters.base import Rater
 from prefrl.raters.partial_return import PartialReturnRater
 from prefrl.raters.registry import make_rater
+from prefrl.segments import collect_segments, sample_pairs, sample_triples
 from prefrl.types import SegmentBatch
 
 if TYPE_CHECKING:
@@ -78,11 +81,7 @@ def policy_segments(
     ``mixed`` splits the segments evenly between a random policy and every checkpoint of the env's oracle
     (worst to best); each segment's ``source`` is its policy's index (0 = random).
     """
-    from prefrl.segments import collect_segments
-
     if isinstance(policy, str) and (policy == "mixed" or policy.startswith("oracle:")):
-        from prefrl.oracle import load_oracle
-
         oracle = load_oracle(spec)
         names = oracle.checkpoint_names if policy == "mixed" else [policy.split(":", 1)[1]]
         policies: list[Any] = (["random"] if policy == "mixed" else []) + [oracle.policy(n) for n in names]
@@ -128,9 +127,6 @@ def rate_report(
         "raters": [{"rater", "queries", "tie_share", "skip_share", "agreement", "cycle_rate",
         "pairs_per_s"}, ...]}`` (JSON-serialisable; ``agreement`` is ``None`` if nothing was answered).
     """
-    from prefrl.envs import load_env_spec
-    from prefrl.segments import sample_pairs, sample_triples
-
     spec = load_env_spec(env_spec)
     if isinstance(rater_specs, str):
         rater_specs = [rater_specs]

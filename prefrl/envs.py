@@ -21,6 +21,7 @@ the state *before* the step, as gymnasium computes its reward).
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,8 @@ import numpy as np
 from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from prefrl.spec_utils import PROJECT_ROOT, SpecError, check_keys, check_type, load_yaml, suggest
+from prefrl.errors import SpecError
+from prefrl.spec_utils import PROJECT_ROOT, check_keys, check_type, load_yaml, suggest
 
 __all__ = [
     "COMPUTED_FACTORS",
@@ -602,3 +604,13 @@ def make_vec_env(
         wrapper_class=wrapper,
         vec_env_kwargs=vec_env_kwargs,
     )
+
+
+def record_normalisation(spec: EnvSpec, r_random: float, r_oracle: float) -> None:
+    """Write the measured anchors into the env's YAML (keeps its comments and layout)."""
+    text = spec.path.read_text()
+    for key, value in (("random_return", r_random), ("oracle_return", r_oracle)):
+        text, count = re.subn(rf"(\n\s+{key}:)\s*[^\n#]*", rf"\g<1> {value:.2f}", text, count=1)
+        if count != 1:
+            raise SpecError(f"{spec.path}: no 'normalisation.{key}' entry to record the measured value in")
+    spec.path.write_text(text)

@@ -5,7 +5,9 @@
 * :class:`ProgressHook` is a plain object any agent calls (SB3-based or not, e.g. offline CPL): every
   ``eval_freq`` env steps, at step 0 and at the end it evaluates the agent and appends one row to
   ``progress.csv`` and TensorBoard.
-* :class:`ProgressCallback` adapts the hook to SB3's callback API (and adds SB3's ``train/`` losses).
+
+It scores any object with ``predict``, ``num_queries`` and ``metrics`` (:class:`Evaluated`) and imports no
+agent; :class:`prefrl.agents.on_policy.ProgressCallback` adapts the hook to SB3's callback API.
 """
 
 from __future__ import annotations
@@ -17,22 +19,35 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnv
+from torch.utils.tensorboard import SummaryWriter
 
-if TYPE_CHECKING:
-    from prefrl.agents.base import Agent
-    from prefrl.envs import EnvSpec
+from prefrl.envs import EnvSpec, make_vec_env
 
 logger = logging.getLogger(__name__)
 
 #: a policy: raw observations [n, obs_dim] -> actions [n, act_dim]
 PredictFn = Callable[[np.ndarray], np.ndarray]
+
+
+class Evaluated(Protocol):
+    """What :class:`ProgressHook` needs of a learner (every :class:`~prefrl.agents.base.Agent` has it)."""
+
+    @property
+    def num_queries(self) -> int:
+        """Preference queries answered so far."""
+
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """Actions ``[n, act_dim]`` for raw env observations ``[n, obs_dim]``."""
+
+    def metrics(self) -> dict[str, float]:
+        """Learner-specific scalars for progress.csv."""
+
 
 #: the columns every progress.csv starts with, in this order
 BASE_COLUMNS = (
@@ -65,8 +80,6 @@ def episode_returns(
     :param venv: eval VecEnv to reuse (``n_episodes`` envs from ``make_vec_env(env_spec)``); a new one is
         built and closed when ``None``
     """
-    from prefrl.envs import make_vec_env
-
     own_env = venv is None
     if venv is None:
         venv = make_vec_env(env_spec, n_envs=n_episodes, seed=seed)
@@ -167,7 +180,6 @@ class ProgressHook:
             raise ValueError(f"eval_freq must be positive, got {eval_freq}")
         if n_eval_episodes <= 0:
             raise ValueError(f"n_eval_episodes must be positive, got {n_eval_episodes}")
-        from prefrl.envs import make_vec_env
 
         self.env_spec = env_spec
         self.eval_freq = int(eval_freq)
@@ -185,8 +197,6 @@ class ProgressHook:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._csv = CSVLog(self.run_dir / "progress.csv", BASE_COLUMNS)
             if tensorboard:
-                from torch.utils.tensorboard import SummaryWriter
-
                 self._writer = SummaryWriter(str(self.tb_dir))
 
     @property
@@ -204,19 +214,19 @@ class ProgressHook:
         return env_steps >= self._next_eval
 
     def maybe_eval(
-        self, env_steps: int, agent: Agent, extra: Mapping[str, float] | None = None
+        self, env_steps: int, agent: Evaluated, extra: Mapping[str, float] | None = None
     ) -> dict[str, float] | None:
         """Evaluate if one is due at ``env_steps``; return the new row or ``None``."""
         return self.on_eval(env_steps, agent, extra) if self.due(env_steps) else None
 
     def on_end(
-        self, env_steps: int, agent: Agent, extra: Mapping[str, float] | None = None
+        self, env_steps: int, agent: Evaluated, extra: Mapping[str, float] | None = None
     ) -> dict[str, float] | None:
         """Final evaluation, unless ``env_steps`` was just evaluated."""
         return None if self._last_eval == env_steps else self.on_eval(env_steps, agent, extra)
 
     def on_eval(
-        self, env_steps: int, agent: Agent, extra: Mapping[str, float] | None = None
+        self, env_steps: int, agent: Evaluated, extra: Mapping[str, float] | None = None
     ) -> dict[str, float]:
         """Evaluate ``agent`` now, log and return the row."""
         mean, std = evaluate_policy(
@@ -262,46 +272,3 @@ class ProgressHook:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-
-class ProgressCallback(BaseCallback):
-    """SB3 callback driving a :class:`ProgressHook`.
-
-    Each row also gets the latest scalars recorded on the SB3 logger (``model.logger.record``), except
-    ``time/``: SB3's ``train/`` losses and whatever an agent records during a rollout (e.g. ``spo/...``).
-
-    Evaluations happen at step 0, at the first rollout boundary after every ``eval_freq`` env steps
-    (counted over all parallel envs) and after the final update. Evaluating at a rollout *start* (right
-    after a PPO update) rather than mid-rollout means the row at ``env_steps = k`` scores the policy
-    trained on exactly ``k`` env steps, and the last row scores the final policy.
-    """
-
-    def __init__(self, hook: ProgressHook, agent: Agent) -> None:
-        super().__init__()
-        self.hook = hook
-        self.agent = agent
-        self._latest: dict[str, float] = {}
-
-    def _snapshot(self) -> dict[str, float]:
-        # SB3 clears the logger at every dump (right after each rollout, before the update): values
-        # recorded during a rollout are caught at rollout end, train/ values at the next rollout start
-        for key, value in self.model.logger.name_to_value.items():
-            if not key.startswith("time/") and isinstance(value, int | float | np.number):
-                self._latest[key] = float(value)
-        return dict(self._latest)
-
-    def _on_training_start(self) -> None:
-        self.hook.maybe_eval(self.num_timesteps, self.agent)
-
-    def _on_rollout_start(self) -> None:
-        if self.hook.due(self.num_timesteps):
-            self.hook.on_eval(self.num_timesteps, self.agent, self._snapshot())
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        self._snapshot()
-
-    def _on_training_end(self) -> None:
-        self.hook.on_end(self.num_timesteps, self.agent, self._snapshot())

@@ -1,13 +1,6 @@
 """One run: (env spec, agent, rater spec, seed, budgets) -> one run directory.
 
-A run directory holds::
-
-    config.yaml    resolved config + env, agent, rater spec, seed, budgets
-    meta.json      git commit, package versions, hostname, start/end time
-    progress.csv   one row per evaluation (true return, normalised score, queries, agent metrics, losses)
-    tb/            TensorBoard events
-    policy.zip     the final policy (agent.save)
-    done           written last, atomically: the run finished
+The run directory's layout is described in :mod:`prefrl.run_dir`.
 
 A directory with ``done`` is skipped (resumable sweeps); a directory without it is a previous attempt that
 was interrupted, and is cleared before the run starts again, so halves of two attempts never mix. A failed
@@ -18,10 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
-import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -37,39 +27,19 @@ from typing import Any
 import yaml
 from stable_baselines3.common.utils import set_random_seed
 
-from prefrl.agents import get_agent_class, make_agent
+from prefrl.agents.registry import get_agent_class, make_agent
 from prefrl.config import load_agent_config
 from prefrl.envs import load_env_spec
+from prefrl.errors import ConfigError
 from prefrl.evaluation import ProgressHook
-from prefrl.spec_utils import PROJECT_ROOT, SpecError
+from prefrl.raters import make_rater
+from prefrl.run_dir import default_run_dir, is_done, mark_done, prepare_run_dir, write_json
+from prefrl.spec_utils import PROJECT_ROOT
 
 logger = logging.getLogger(__name__)
 
-#: root of the default run directories (relative to the working directory)
-DEFAULT_RUNS_ROOT = Path("runs")
-
-#: files that mark a directory as a prefrl run directory (safe to clear when unfinished)
-_RUN_MARKERS = ("config.yaml", "meta.json")
-
 #: packages whose versions are recorded in meta.json
 _PACKAGES = ("prefrl", "torch", "gymnasium", "mujoco", "stable-baselines3", "numpy")
-
-
-def _path_part(text: str) -> str:
-    # rater specs such as "mistake:eps=0.2" become one safe path component
-    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).strip("_") or "none"
-
-
-def default_run_dir(
-    env: str, agent: str, rater: str | None, seed: int, root: str | Path = DEFAULT_RUNS_ROOT
-) -> Path:
-    """``<root>/<env>/<agent>/<rater or none>/seed<seed>``."""
-    return Path(root) / _path_part(env) / _path_part(agent) / _path_part(rater or "none") / f"seed{seed}"
-
-
-def is_done(run_dir: str | Path) -> bool:
-    """True if ``run_dir`` holds a finished run."""
-    return (Path(run_dir) / "done").is_file()
 
 
 def _git_commit() -> dict[str, Any]:
@@ -96,30 +66,9 @@ def _package_versions() -> dict[str, str | None]:
     return versions
 
 
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
-def _prepare_run_dir(run_dir: Path) -> None:
-    """Create ``run_dir``; clear it if it holds an unfinished attempt; refuse foreign non-empty dirs."""
-    if run_dir.exists():
-        if not run_dir.is_dir():
-            raise FileExistsError(f"run directory {run_dir} exists and is not a directory")
-        if any(run_dir.iterdir()):
-            if not any((run_dir / marker).exists() for marker in _RUN_MARKERS):
-                raise FileExistsError(
-                    f"{run_dir} is not empty and is not a prefrl run directory; choose another --out"
-                )
-            logger.warning("%s: clearing an unfinished previous attempt", run_dir)
-            shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
 def _check_budget(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or int(value) != value:
-        raise SpecError(f"{name} must be a non-negative integer, got {value!r}")
+        raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
     return int(value)
 
 
@@ -136,9 +85,9 @@ def resolve_run(
 ) -> dict[str, Any]:
     """Validate every input and return the resolved run description (what config.yaml stores).
 
-    Raises :class:`SpecError` (or the rater's error) for any invalid input, before anything is trained.
-    A rater given to an agent that needs none is dropped with a warning (recorded as ``"none"``), so a
-    sweep may pair every agent with every rater.
+    Raises :class:`~prefrl.errors.ConfigError` (or the rater's error) for any invalid input, before
+    anything is trained. A rater given to an agent that needs none is dropped with a warning (recorded as
+    ``"none"``), so a sweep may pair every agent with every rater.
     """
     env_spec = load_env_spec(env)
     agent_cls = get_agent_class(agent)
@@ -151,7 +100,7 @@ def resolve_run(
         )
         rater = None
     if rater is None and agent_cls.requires_rater:
-        raise SpecError(f"agent '{agent}' learns from preferences and needs a rater (e.g. partial_return)")
+        raise ConfigError(f"agent '{agent}' learns from preferences and needs a rater (e.g. partial_return)")
     config = load_agent_config(agent, env_spec.name, overrides)
     if eval_freq is not None:
         config["eval_freq"] = eval_freq
@@ -159,14 +108,12 @@ def resolve_run(
         config["n_eval_episodes"] = n_eval_episodes
     for key in ("eval_freq", "n_eval_episodes"):
         if _check_budget(config[key], key) == 0:
-            raise SpecError(f"{key} must be positive, got {config[key]!r}")
+            raise ConfigError(f"{key} must be positive, got {config[key]!r}")
     total_steps = _check_budget(config["total_steps"] if steps is None else steps, "steps")
     query_budget = _check_budget(config["queries"] if queries is None else queries, "queries")
     # the budgets actually used, so config.yaml never shows two different ones
     config["total_steps"], config["queries"] = total_steps, query_budget
     if rater is not None:
-        from prefrl.raters import make_rater
-
         make_rater(rater, env_spec)  # validates the rater spec now rather than after training starts
     return {
         "env": env_spec.name,
@@ -212,7 +159,7 @@ def run_experiment(
         _warn_if_config_differs(run_dir, run)
         logger.info("%s: already done, skipping", run_dir)
         return run_dir
-    _prepare_run_dir(run_dir)
+    prepare_run_dir(run_dir)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(run, sort_keys=False))
     start = time.time()
     meta: dict[str, Any] = {
@@ -223,18 +170,15 @@ def run_experiment(
         "command": sys.argv,
         "start_time": datetime.fromtimestamp(start, UTC).isoformat(),
     }
-    _write_json(run_dir / "meta.json", meta)
+    write_json(run_dir / "meta.json", meta)
     try:
         _train(run, run_dir, progress_bar)
     except BaseException:
         (run_dir / "error.txt").write_text(traceback.format_exc())
         raise
     meta.update(end_time=datetime.now(UTC).isoformat(), wall_s=round(time.time() - start, 3))
-    _write_json(run_dir / "meta.json", meta)
-    # the marker goes last and atomically: a run directory with "done" is complete
-    tmp = run_dir / "done.tmp"
-    tmp.write_text(meta["end_time"] + "\n")
-    os.replace(tmp, run_dir / "done")
+    write_json(run_dir / "meta.json", meta)
+    mark_done(run_dir, meta["end_time"] + "\n")
     return run_dir
 
 
@@ -245,8 +189,6 @@ def _train(run: Mapping[str, Any], run_dir: Path, progress_bar: bool | None) -> 
     set_random_seed(seed)
     rater = None
     if run["rater"] != "none":
-        from prefrl.raters import make_rater
-
         rater = make_rater(run["rater"], env_spec)
     agent = make_agent(run["agent"], env_spec, config, rater=rater, seed=seed)
     if progress_bar is not None:

@@ -21,6 +21,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from rliable import plot_utils
+from scipy.stats import trim_mean
+
+from prefrl.analysis import bootstrap_ci, score_metric
 
 AXIS_LABELS = {
     "env_steps": "environment steps",
@@ -71,9 +75,6 @@ def iqm_curve(scores: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[np.n
     :param scores: ``[runs, tasks, T]``; the IQM at each point pools runs and tasks, as rliable's
         ``aggregate_iqm`` (a 25% trimmed mean) does
     """
-    from scipy.stats import trim_mean
-
-    from prefrl.analysis import bootstrap_ci
 
     def per_frame_iqm(s: np.ndarray) -> np.ndarray:
         return trim_mean(s.reshape(-1, s.shape[-1]), proportiontocut=0.25, axis=0)
@@ -84,7 +85,6 @@ def iqm_curve(scores: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[np.n
 def _panel_metric(panel: pd.DataFrame, y: str) -> str:
     if y != "auto":
         return y
-    from prefrl.analysis import score_metric
 
     return score_metric(panel)
 
@@ -169,8 +169,6 @@ def plot_aggregate_intervals(
 
     :param aggregates: rows of :func:`prefrl.analysis.aggregate_table` for one group
     """
-    from rliable import plot_utils
-
     if aggregates.empty:
         raise ValueError("no aggregates to plot")
     algorithms = list(aggregates["algorithm"])
@@ -206,8 +204,6 @@ def plot_probability_of_improvement(probabilities: pd.DataFrame, out: str | Path
 
     :param probabilities: :func:`prefrl.analysis.probability_of_improvement` output
     """
-    from rliable import plot_utils
-
     if probabilities.empty:
         raise ValueError("no algorithm pairs to plot")
     points = {f"{r.x};{r.y}": r.probability for r in probabilities.itertuples()}

@@ -14,7 +14,6 @@ install. Pendulum's own renderer needs pygame; without it, frames are drawn with
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -22,13 +21,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
+import imageio.v3 as iio
 import numpy as np
+from PIL import Image, ImageDraw
+
+from prefrl.agents import get_agent_class
+from prefrl.agents.base import PredictFn
+from prefrl.envs import EnvSpec, RewardFactorWrapper, load_env_spec, make_env
+from prefrl.errors import RenderError, RunDirError
+from prefrl.raters import make_rater
+from prefrl.run_dir import read_run_config
+from prefrl.types import SegmentBatch
 
 __all__ = [
     "GL_BACKENDS",
-    "RenderError",
-    "add_render_parser",
-    "cmd_render",
     "configure_gl",
     "load_policy",
     "render_pair",
@@ -47,10 +54,6 @@ GL_PACKAGES = {
 
 # the probe: create and free a tiny offscreen GL context, as gymnasium's MuJoCo renderer does
 _PROBE = "import mujoco; ctx = mujoco.GLContext(32, 32); ctx.make_current(); ctx.free(); print('ok')"
-
-
-class RenderError(RuntimeError):
-    """Rendering is impossible here (no offscreen GL, missing package); the message says what to install."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -104,7 +107,6 @@ def configure_gl() -> str:
 
 
 def _is_mujoco(gym_id: str) -> bool:
-    import gymnasium as gym
 
     entry = gym.envs.registry.get(gym_id)
     return entry is not None and "mujoco" in str(entry.entry_point)
@@ -117,8 +119,6 @@ def _is_mujoco(gym_id: str) -> bool:
 
 def _pendulum_frame(env: Any, size: int) -> np.ndarray:
     """Pendulum drawn with PIL from ``env.unwrapped.state`` (pygame-free): ``[size, size, 3]`` uint8."""
-    from PIL import Image, ImageDraw
-
     theta = float(env.unwrapped.state[0])
     image = Image.new("RGB", (size, size), (255, 255, 255))
     draw = ImageDraw.Draw(image)
@@ -135,7 +135,6 @@ class _FrameSource:
     """``frame()`` of an env built for rendering: gymnasium's ``rgb_array`` or the PIL Pendulum fallback."""
 
     def __init__(self, spec: Any, seed: int, width: int, height: int) -> None:
-        from prefrl.envs import make_env
 
         self.fallback = False
         self.size = min(width, height)
@@ -157,9 +156,6 @@ class _FrameSource:
 
     @staticmethod
     def _make(spec: Any, seed: int, size_kwargs: dict[str, Any]) -> Any:
-        import gymnasium as gym
-
-        from prefrl.envs import RewardFactorWrapper
 
         kwargs = {**spec.kwargs, **size_kwargs, "render_mode": "rgb_array"}
         try:
@@ -186,8 +182,6 @@ class _FrameSource:
 
 def _caption(frame: np.ndarray, lines: Sequence[str], colour: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
     """``frame`` with a white band of text lines on top."""
-    from PIL import Image, ImageDraw
-
     band = 14 * len(lines) + 6
     image = Image.new("RGB", (frame.shape[1], frame.shape[0] + band), (255, 255, 255))
     image.paste(Image.fromarray(frame), (0, band))
@@ -199,8 +193,6 @@ def _caption(frame: np.ndarray, lines: Sequence[str], colour: tuple[int, int, in
 
 def write_video(frames: Sequence[np.ndarray], out: str | Path, fps: int = 30) -> Path:
     """Write ``frames`` (``[H, W, 3]`` uint8) to a .gif, or a .mp4 (needs ``imageio-ffmpeg`` or ``av``)."""
-    import imageio.v3 as iio
-
     out = Path(out)
     if not frames:
         raise ValueError("no frames to write")
@@ -226,48 +218,18 @@ def write_video(frames: Sequence[np.ndarray], out: str | Path, fps: int = 30) ->
 # --------------------------------------------------------------------------------------------------
 
 
-def load_policy(run_dir: str | Path) -> tuple[Any, Callable[[np.ndarray], np.ndarray]]:
-    """``(env_spec, predict)`` of a finished run: the deterministic policy saved in ``policy.zip``.
+def run_env_spec(run_dir: str | Path) -> EnvSpec:
+    """The env spec a run directory was trained on (from its ``config.yaml``)."""
+    return load_env_spec(read_run_config(run_dir)["env"])
 
-    An agent class may provide ``load_policy(run_dir) -> predict`` (agents not built on SB3); otherwise the
-    policy is an SB3 PPO model, with ``vecnormalize.pkl``'s observation statistics applied if present.
-    """
-    import yaml
 
-    from prefrl.agents import get_agent_class
-    from prefrl.envs import load_env_spec
-
+def load_policy(run_dir: str | Path) -> tuple[EnvSpec, PredictFn]:
+    """``(env_spec, predict)`` of a finished run: its agent's deterministic policy (``Agent.load_policy``)."""
     run_dir = Path(run_dir)
-    config_path, policy_path = run_dir / "config.yaml", run_dir / "policy.zip"
-    if not config_path.is_file() or not policy_path.is_file():
-        raise FileNotFoundError(
-            f"{run_dir} is not a finished run directory (needs config.yaml and policy.zip)"
-        )
-    run = yaml.safe_load(config_path.read_text())
-    spec = load_env_spec(run["env"])
-    loader = getattr(get_agent_class(run["agent"]), "load_policy", None)
-    if callable(loader):
-        return spec, loader(run_dir)
-
-    from stable_baselines3 import PPO
-
-    model = PPO.load(policy_path, device="cpu")
-    normalize = None
-    if (run_dir / "vecnormalize.pkl").is_file():
-        from stable_baselines3.common.vec_env import VecNormalize
-
-        from prefrl.envs import make_vec_env
-
-        normalize = VecNormalize.load(str(run_dir / "vecnormalize.pkl"), make_vec_env(spec, n_envs=1))
-        normalize.training = False
-
-    def predict(obs: np.ndarray) -> np.ndarray:
-        if normalize is not None:
-            obs = normalize.normalize_obs(obs)
-        action, _ = model.predict(obs, deterministic=True)
-        return action
-
-    return spec, predict
+    run = read_run_config(run_dir)
+    if not (run_dir / "policy.zip").is_file():
+        raise RunDirError(f"{run_dir} is not a finished run directory (needs config.yaml and policy.zip)")
+    return load_env_spec(run["env"]), get_agent_class(run["agent"]).load_policy(run_dir)
 
 
 def _action(predict: Callable[[np.ndarray], np.ndarray] | None, env: Any, obs: np.ndarray) -> np.ndarray:
@@ -365,10 +327,6 @@ def render_pair(
 
     :returns: the video path and ``P(segment 1 preferred)`` (``None`` if the rater skipped the query)
     """
-    from prefrl.envs import load_env_spec
-    from prefrl.raters import make_rater
-    from prefrl.types import SegmentBatch
-
     if run_dir is not None:
         spec, predict = load_policy(run_dir)
         if spec.name != load_env_spec(env).name:
@@ -410,57 +368,3 @@ def render_pair(
 # --------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------
-
-
-def add_render_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``prefrl render`` (``--run DIR`` rollout, or ``--env ENV --pair --rater R``)."""
-    p = subparsers.add_parser(
-        "render",
-        help="render a trained policy's rollout or a rater-labelled segment pair (GIF/MP4, headless)",
-        description="prefrl render --run DIR [--out rollout.gif] | "
-        "prefrl render --env ENV --pair --rater R [--run DIR] [--out pair.gif]. MuJoCo needs MUJOCO_GL=egl "
-        "or osmesa (picked automatically when unset).",
-    )
-    p.add_argument("--run", default=None, help="run directory whose policy is rendered")
-    p.add_argument("--env", default=None, help="env spec (with --pair)")
-    p.add_argument("--pair", action="store_true", help="render two segments and the rater's verdict")
-    p.add_argument("--rater", default="partial_return", help="rater spec for --pair")
-    p.add_argument("--out", default=None, help="output .gif or .mp4")
-    p.add_argument("--episodes", type=int, default=1)
-    p.add_argument("--steps", type=int, default=None, help="steps per episode (default: horizon)")
-    p.add_argument("--segment-length", type=int, default=None, help="segment length for --pair")
-    p.add_argument("--fps", type=int, default=30)
-    p.add_argument("--width", type=int, default=320)
-    p.add_argument("--height", type=int, default=240)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_render)
-    return p
-
-
-def cmd_render(args: argparse.Namespace) -> int:
-    """``prefrl render``; a :class:`RenderError` prints what to install and exits with status 3."""
-    options = {"fps": args.fps, "width": args.width, "height": args.height, "seed": args.seed}
-    try:
-        if args.pair:
-            env = args.env
-            if env is None and args.run is None:
-                raise ValueError("--pair needs --env ENV (or --run DIR)")
-            if env is None:
-                env = load_policy(args.run)[0].name
-            out = args.out or "pair.gif"
-            path, label = render_pair(
-                env, args.rater, out, run_dir=args.run, segment_length=args.segment_length, **options
-            )
-            print(f"{path}  (rater label P(1 preferred) = {'skipped' if label is None else f'{label:.2f}'})")
-        else:
-            if args.run is None:
-                raise ValueError("give --run DIR (a rollout) or --env ENV --pair (a labelled pair)")
-            print(
-                render_rollout(
-                    args.run, out=args.out, episodes=args.episodes, max_steps=args.steps, **options
-                )
-            )
-    except RenderError as e:
-        print(f"prefrl render: cannot render: {e}", file=sys.stderr)
-        return 3
-    return 0

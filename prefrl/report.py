@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from prefrl import analysis, plots
+from prefrl.diagnostics import rate_report
 
 logger = logging.getLogger(__name__)
 
@@ -238,8 +239,6 @@ def _aggregate_display(aggregates: pd.DataFrame) -> pd.DataFrame:
 
 def _rater_blocks(table: pd.DataFrame, figure_dir: Path, pairs: int, seed: int) -> list[_Block]:
     """Diagnostics of the raters the runs used, per env (rate_report + pairwise agreement)."""
-    from prefrl.diagnostics import rate_report
-
     blocks: list[_Block] = []
     for env, rows in table.groupby("env", sort=True):
         raters = sorted(r for r in rows["rater"].unique() if r != "none")

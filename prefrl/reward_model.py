@@ -13,38 +13,34 @@ Pieces (each usable on its own):
 * :class:`RewardModelTrainer` - holds the labelled pairs, refits the ensemble incrementally (a few
   warm-started epochs on the growing data set; each member on its own bootstrap resample), holds out a
   share of the pairs and reports held-out accuracy.
-* :class:`LearnedRewardVecEnvWrapper` - substitutes the learned reward (normalised by a running mean and
-  std) for the env reward, keeps the true reward in ``info["true_reward"]`` and logs the rollout's
-  reward-model inputs so a rollout can be relabelled after a refit.
+
+The VecEnv wrapper that substitutes the learned reward for the env reward during training is
+:class:`prefrl.rollout.LearnedRewardVecEnvWrapper`.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from gymnasium import spaces
-from stable_baselines3.common.running_mean_std import RunningMeanStd
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
-from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 from torch import nn
 
-from prefrl.spec_utils import SpecError, suggest
+from prefrl.errors import SpecError
+from prefrl.networks import activation as activation_class
+from prefrl.networks import numpy_activation
+from prefrl.spec_utils import suggest
 from prefrl.types import PreferenceBatch, SegmentBatch
 
 __all__ = [
     "REWARD_INPUTS",
-    "LearnedRewardVecEnvWrapper",
     "RewardEnsemble",
     "RewardModelTrainer",
     "RewardNet",
-    "RolloutLog",
     "bradley_terry_loss",
     "preference_accuracy",
     "reward_features",
@@ -52,13 +48,6 @@ __all__ = [
 
 #: what the reward model sees at each step
 REWARD_INPUTS = ("obs", "obs_act", "obs_factors")
-
-_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}
-_NUMPY_ACTIVATIONS: dict[type[nn.Module], Callable[[np.ndarray], np.ndarray]] = {
-    nn.ReLU: lambda x: np.maximum(x, 0.0),
-    nn.Tanh: np.tanh,
-    nn.LeakyReLU: lambda x: np.where(x > 0, x, 0.01 * x),
-}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -135,7 +124,7 @@ class RewardNet(nn.Module):
 
     :param input_dim: ``D``, size of the per-step input
     :param net_arch: hidden layer sizes
-    :param activation: ``"relu"``, ``"tanh"`` or ``"leaky_relu"``
+    :param activation: an activation name of :data:`prefrl.networks.ACTIVATIONS` (``"relu"``, ``"tanh"``, ...)
     :param num_members: ``K``
     :param seed: member ``k`` is initialised from a torch generator seeded ``seed * 1000 + k``, so members
         differ and the same seed gives the same networks
@@ -152,17 +141,13 @@ class RewardNet(nn.Module):
         super().__init__()
         if num_members < 1:
             raise SpecError(f"reward_model.ensemble_size must be >= 1, got {num_members}")
-        if activation not in _ACTIVATIONS:
-            raise SpecError(
-                f"reward_model.activation: unknown activation '{activation}'"
-                f"{suggest(str(activation), _ACTIVATIONS)}; one of {', '.join(_ACTIVATIONS)}"
-            )
+        activation_cls = activation_class(activation, "reward_model.activation")
         sizes = [int(input_dim), *(int(h) for h in net_arch), 1]
         layers: list[nn.Module] = []
         for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
             layers.append(EnsembleLinear(num_members, n_in, n_out))
             if i < len(sizes) - 2:
-                layers.append(_ACTIVATIONS[activation]())
+                layers.append(activation_cls())
         self.layers = nn.Sequential(*layers)
         self.num_members = num_members
         self.input_dim = int(input_dim)
@@ -239,7 +224,7 @@ class RewardEnsemble(nn.Module):
             if isinstance(layer, EnsembleLinear):
                 layers.append((layer.weight.detach().numpy().astype(np.float64), layer.bias.detach().numpy()))
             else:
-                layers.append(_NUMPY_ACTIVATIONS[type(layer)])
+                layers.append(numpy_activation(layer))
 
         def predict(features: np.ndarray) -> np.ndarray:
             x = np.clip((np.asarray(features, dtype=np.float64) - mean) / std, -10.0, 10.0)[None]
@@ -519,134 +504,3 @@ class RewardModelTrainer:
             "rm_pairs": float(self.num_pairs),
             "rm_fit_s": self.fit_time_s,
         }
-
-
-# --------------------------------------------------------------------------------------------------
-# VecEnv wrapper
-# --------------------------------------------------------------------------------------------------
-
-
-class RolloutLog(NamedTuple):
-    """Steps logged by :class:`LearnedRewardVecEnvWrapper`, oldest first."""
-
-    #: reward-model inputs, ``[T, n_envs, D]``
-    features: np.ndarray
-    #: true env rewards, ``[T, n_envs]``
-    true_rewards: np.ndarray
-    #: rewards the wrapper returned (normalised learned rewards), ``[T, n_envs]``
-    rewards: np.ndarray
-
-
-class LearnedRewardVecEnvWrapper(VecEnvWrapper):
-    """Replaces the env reward with a learned one, normalised by a running mean and std.
-
-    Per step it builds the reward-model input of every env (the observation *before* the step, the
-    action clipped to the action space, ``info["factors"]``), evaluates the ensemble mean once for all
-    envs, normalises it ``(r - mean) / sqrt(var + eps)`` with SB3's :class:`RunningMeanStd` (updated
-    with every step's raw learned rewards) and returns it. The true env reward goes to
-    ``info["true_reward"]`` and the raw learned one to ``info["learned_reward"]``.
-
-    The inputs, true and returned rewards of the steps since :meth:`clear_log` are kept
-    (:meth:`rollout_log`), so an agent can relabel a finished rollout with a refitted model and measure
-    the correlation between learned and true reward.
-
-    :param venv: the env to wrap (below any observation/reward normalisation: the model sees raw obs)
-    :param ensemble: the reward model (its ``inputs`` decide the features)
-    :param normalize: normalise the learned reward; off returns the ensemble mean as is
-    :param epsilon: added to the variance
-    :param log_capacity: most recent steps kept in the rollout log
-    """
-
-    def __init__(
-        self,
-        venv: VecEnv,
-        ensemble: RewardEnsemble,
-        normalize: bool = True,
-        epsilon: float = 1e-8,
-        log_capacity: int = 100_000,
-    ) -> None:
-        super().__init__(venv)
-        if not isinstance(self.action_space, spaces.Box):
-            raise TypeError("LearnedRewardVecEnvWrapper needs a Box action space")
-        self.ensemble = ensemble
-        self.normalize = normalize
-        self.epsilon = epsilon
-        self.reward_rms = RunningMeanStd(shape=())
-        self._predict = ensemble.numpy_predictor()
-        self._predict_version = ensemble.version
-        self._last_obs: np.ndarray | None = None
-        self._actions: np.ndarray | None = None
-        # (features, true reward, returned reward) per step; bounded, so a wrapper nobody clears cannot
-        # grow without limit
-        self._log: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque(maxlen=log_capacity)
-
-    # ---- normalisation ----------------------------------------------------------------------------
-    def normalize_reward(self, rewards: np.ndarray) -> np.ndarray:
-        """``(r - mean) / sqrt(var + eps)`` with the current running statistics (identity if disabled)."""
-        if not self.normalize:
-            return np.asarray(rewards, dtype=np.float32)
-        return ((rewards - self.reward_rms.mean) / np.sqrt(self.reward_rms.var + self.epsilon)).astype(
-            np.float32
-        )
-
-    def reset_normalization(self, rewards: np.ndarray | None = None) -> None:
-        """Restart the running statistics, from ``rewards`` (any shape) if given.
-
-        Called after a refit: statistics of the previous model's outputs do not describe the new one.
-        """
-        self.reward_rms = RunningMeanStd(shape=())
-        if rewards is not None and np.size(rewards) > 1:
-            self.reward_rms.update(np.asarray(rewards, dtype=np.float64).reshape(-1))
-
-    # ---- rollout log ------------------------------------------------------------------------------
-    def clear_log(self) -> None:
-        """Forget the logged steps."""
-        self._log.clear()
-
-    def rollout_log(self, last: int | None = None) -> RolloutLog:
-        """The logged steps (the ``last`` ones if given), oldest first, as ``[T, n_envs, ...]`` arrays."""
-        n = len(self._log) if last is None else min(int(last), len(self._log))
-        steps = list(self._log)[len(self._log) - n :]
-        if not steps:
-            d = self.ensemble.net.input_dim
-            empty = np.zeros((0, self.num_envs))
-            return RolloutLog(np.zeros((0, self.num_envs, d), np.float32), empty, empty.astype(np.float32))
-        return RolloutLog(*(np.stack(field) for field in zip(*steps, strict=True)))
-
-    @property
-    def num_logged(self) -> int:
-        return len(self._log)
-
-    # ---- VecEnv interface -------------------------------------------------------------------------
-    def reset(self) -> np.ndarray:
-        obs = self.venv.reset()
-        self._last_obs = np.asarray(obs).copy()
-        return obs
-
-    def step_async(self, actions: np.ndarray) -> None:
-        low, high = self.action_space.low, self.action_space.high
-        self._actions = np.clip(np.asarray(actions, dtype=np.float32).reshape(self.num_envs, -1), low, high)
-        self.venv.step_async(actions)
-
-    def step_wait(self) -> VecEnvStepReturn:
-        obs, true_rewards, dones, infos = self.venv.step_wait()
-        if self._last_obs is None or self._actions is None:
-            raise RuntimeError("LearnedRewardVecEnvWrapper: call reset() before step()")
-        if self.ensemble.inputs == "obs_factors":
-            factors = np.stack([info["factors"] for info in infos])
-        else:
-            factors = np.zeros((self.num_envs, 0))
-        feats = reward_features(self.ensemble.inputs, self._last_obs, self._actions, factors)
-        if self._predict_version != self.ensemble.version:  # the model was refitted: new snapshot
-            self._predict = self.ensemble.numpy_predictor()
-            self._predict_version = self.ensemble.version
-        learned = self._predict(feats)  # one batched call for all envs
-        if self.normalize:
-            self.reward_rms.update(learned)
-        for info, r_true, r_learned in zip(infos, true_rewards, learned, strict=True):
-            info["true_reward"] = float(r_true)
-            info["learned_reward"] = float(r_learned)
-        rewards = self.normalize_reward(learned)
-        self._log.append((feats, np.asarray(true_rewards, dtype=np.float64).copy(), rewards))
-        self._last_obs = np.asarray(obs).copy()
-        return obs, rewards, dones, infos

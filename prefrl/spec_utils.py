@@ -13,12 +13,10 @@ from typing import Any
 
 import yaml
 
+from prefrl.errors import SpecError
+
 #: repository root (holds envs/ and agents/); specs are looked up here
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-class SpecError(ValueError):
-    """An invalid spec file, spec key or spec value."""
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:
@@ -87,3 +85,18 @@ def deep_update(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
         else:
             merged[key] = value
     return merged
+
+
+def parse_value(raw: str) -> int | float | bool | str:
+    """``"3" -> 3``, ``"0.5" -> 0.5``, ``"inf" -> inf``, ``"true" -> True``, anything else a string."""
+    low = raw.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return int(raw)
+    except ValueError:
+        pass
+    try:
+        return float(raw)
+    except ValueError:
+        return raw.strip()

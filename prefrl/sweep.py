@@ -25,7 +25,6 @@ a local instance without an address); the run directories are identical, but on 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import multiprocessing as mp
@@ -42,7 +41,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefrl.spec_utils import SpecError
+import pandas as pd
+from tqdm.auto import tqdm
+
+from prefrl.agents import get_agent_class
+from prefrl.errors import SpecError
+from prefrl.experiment import resolve_run, run_experiment
+from prefrl.run_dir import default_run_dir
+from prefrl.spec_utils import deep_update
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +65,8 @@ __all__ = [
     "RunCell",
     "RunOutcome",
     "SweepResult",
-    "add_plot_parser",
-    "add_report_parser",
-    "add_sweep_parser",
     "expand_grid",
+    "import_ray",
     "run_sweep",
     "split_specs",
 ]
@@ -239,10 +243,6 @@ def expand_grid(
     :raises SpecError: unknown env/agent, bad config key, a preference agent without any rater, ...
     :raises RaterError: an invalid rater spec (checked against every env of the grid)
     """
-    from prefrl.agents import get_agent_class
-    from prefrl.experiment import default_run_dir, resolve_run
-    from prefrl.spec_utils import deep_update
-
     env_list, agent_list, rater_list = split_specs(envs), split_specs(agents), split_specs(raters)
     rater_list = [r for r in rater_list if r.lower() != "none"]
     if not env_list or not agent_list:
@@ -321,8 +321,6 @@ def run_cell(cell: RunCell) -> RunOutcome:
     Errors are recorded in the run directory's ``error.txt`` (``run_experiment`` writes it for training
     errors; errors raised before the directory is a run directory are only returned).
     """
-    from prefrl.experiment import run_experiment
-
     if _STOPPING:
         raise _Terminated(128 + signal.SIGTERM)
     run_dir = Path(cell.run_dir)
@@ -423,7 +421,7 @@ def _run_local(
     pool.shutdown(wait=True)
 
 
-def _import_ray() -> Any:
+def import_ray() -> Any:
     try:
         import ray
     except ImportError as e:
@@ -436,7 +434,7 @@ def _import_ray() -> Any:
 def _run_ray(
     cells: Sequence[RunCell], jobs: int | None, address: str | None, on_outcome: Callable[[RunOutcome], None]
 ) -> None:
-    ray = _import_ray()
+    ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
         options: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
@@ -484,7 +482,6 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _write_failures(root: Path, failures: Sequence[RunOutcome]) -> None:
-    import pandas as pd
 
     rows = [
         {
@@ -549,7 +546,7 @@ def run_sweep(
     if backend not in BACKENDS:
         raise SpecError(f"unknown backend '{backend}'; expected one of {', '.join(BACKENDS)}")
     if backend == "ray":
-        _import_ray()  # fail before any work, with the install command
+        import_ray()  # fail before any work, with the install command
     if jobs is not None and jobs < 1:
         raise SpecError(f"jobs must be >= 1, got {jobs}")
     root = Path(out)
@@ -590,8 +587,6 @@ def run_sweep(
     result.outcomes.extend(RunOutcome(c, "skipped") for c in cells if is_done(c.run_dir))
     workers = max(1, min(jobs or os.cpu_count() or 1, len(todo) or 1))
 
-    from tqdm.auto import tqdm
-
     bar = tqdm(
         total=len(cells),
         initial=len(cells) - len(todo),
@@ -628,124 +623,3 @@ def run_sweep(
 # --------------------------------------------------------------------------------------------------
 # Command line (wired into prefrl/cli.py)
 # --------------------------------------------------------------------------------------------------
-
-
-def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``prefrl sweep`` to an argparse sub-parser collection; returns the new parser."""
-    p = subparsers.add_parser(
-        "sweep",
-        help="run a grid env x agent x rater x seed (resumable, parallel)",
-        description="Run every (env, agent, rater, seed) cell as its own run directory under --out. "
-        "Finished runs are skipped, so re-running the same command resumes an interrupted sweep.",
-    )
-    p.add_argument("--env", action="append", required=True, help="env spec(s), comma-separated or repeated")
-    p.add_argument("--agent", action="append", required=True, help="agent(s), comma-separated or repeated")
-    p.add_argument(
-        "--rater",
-        action="append",
-        default=None,
-        help="rater spec(s), comma-separated or repeated (e.g. partial_return,mistake:eps=0.2); "
-        "agents that need no rater run once with rater 'none'",
-    )
-    p.add_argument("--seeds", default="3", help="a count n (seeds 0..n-1) or a list like 0,1,5")
-    p.add_argument("--steps", type=int, default=None, help="env steps per run (default: agent config's)")
-    p.add_argument("--queries", type=int, default=None, help="query budget per run")
-    p.add_argument("--out", default="runs", help="sweep root directory (default: runs)")
-    p.add_argument("--jobs", type=int, default=None, help="parallel runs (default: number of cores)")
-    p.add_argument("--backend", choices=BACKENDS, default="local")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
-    p.add_argument("--eval-freq", type=int, default=None, help="env steps between evaluations")
-    p.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every agent"
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_sweep)
-    return p
-
-
-def _parse_seeds(text: str) -> int | list[int]:
-    try:
-        parts = [int(s) for s in str(text).split(",") if s.strip()]
-    except ValueError as e:
-        raise SpecError(f"--seeds expects a count or a comma-separated list of ints, got '{text}'") from e
-    if len(parts) == 1 and "," not in str(text):
-        return parts[0]
-    return parts
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    """``prefrl sweep``: exit 0 if the grid is complete, 1 if runs failed, 130 if interrupted."""
-    from prefrl.cli import parse_overrides
-
-    if args.backend == "ray":
-        try:
-            _import_ray()
-        except RayNotInstalledError as e:
-            print(f"prefrl sweep: error: {e}", file=sys.stderr)
-            return 2
-    result = run_sweep(
-        envs=args.env,
-        agents=args.agent,
-        raters=args.rater,
-        seeds=_parse_seeds(args.seeds),
-        steps=args.steps,
-        queries=args.queries,
-        out=args.out,
-        jobs=args.jobs,
-        backend=args.backend,
-        address=args.address,
-        overrides=parse_overrides(args.set) or None,
-        eval_freq=args.eval_freq,
-        n_eval_episodes=args.eval_episodes,
-        progress=False if args.no_progress else None,
-    )
-    print(result.summary())
-    for outcome in result.failed:
-        print(f"  failed: {outcome.cell.label}: {outcome.error}")
-    if result.failed:
-        print(f"  details: {Path(args.out) / 'failures.csv'} and each run's error.txt")
-    if result.interrupted:
-        return 130
-    return 1 if result.failed else 0
-
-
-def add_plot_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``prefrl plot DIR`` (learning curves, aggregate intervals, probability of improvement)."""
-    p = subparsers.add_parser("plot", help="plot the runs under a directory (PNG + SVG)")
-    p.add_argument("dir", help="sweep root or any directory holding run directories")
-    p.add_argument("--out", default=None, help="figure directory (default: DIR/plots)")
-    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the 95%% CIs")
-    p.add_argument("--all", action="store_true", help="include unfinished runs")
-    p.set_defaults(func=cmd_plot)
-    return p
-
-
-def cmd_plot(args: argparse.Namespace) -> int:
-    """``prefrl plot``: write every figure and print their paths."""
-    from prefrl.report import make_figures
-
-    figures = make_figures(args.dir, out=args.out, reps=args.reps, only_done=not args.all)
-    for paths in figures.values():
-        for path in paths:
-            print(path)
-    return 0
-
-
-def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``prefrl report DIR`` (one self-contained Markdown or HTML page)."""
-    p = subparsers.add_parser("report", help="write a self-contained report of the runs under a directory")
-    p.add_argument("dir", help="sweep root or any directory holding run directories")
-    p.add_argument("--out", default=None, help="report file (default: DIR/report.md or DIR/report.html)")
-    p.add_argument("--format", choices=["md", "html"], default="md", dest="fmt")
-    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the 95%% CIs")
-    p.set_defaults(func=cmd_report)
-    return p
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    """``prefrl report``: write the report and print its path."""
-    from prefrl.report import write_report
-
-    print(write_report(args.dir, out=args.out, fmt=args.fmt, reps=args.reps))
-    return 0

@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
-class ShapeError(ValueError):
-    """A segment or preference array does not have the expected shape."""
+from prefrl.errors import ShapeError
 
 
 def _check_finite(name: str, array: np.ndarray) -> None:

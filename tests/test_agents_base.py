@@ -12,10 +12,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecNormalize
 
 from prefrl.agents import Agent, PPOAgent, get_agent_class, list_agents, make_agent, register_agent
-from prefrl.agents.base import COMMON_DEFAULTS, PPO_KEYS, Schema, build_policy_kwargs, parse_schedule
+from prefrl.agents.base import COMMON_DEFAULTS, Schema
+from prefrl.agents.on_policy import PPO_KEYS, parse_schedule
 from prefrl.config import load_agent_config
 from prefrl.envs import list_env_specs, load_env_spec
-from prefrl.spec_utils import SpecError
+from prefrl.errors import SpecError
+from prefrl.networks import sb3_policy_kwargs as build_policy_kwargs
 
 TINY = {
     "n_envs": 2,

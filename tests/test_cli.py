@@ -7,7 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from prefrl.cli import main, parse_overrides
+from prefrl.cli import main
+from prefrl.config import parse_overrides
 
 
 def test_rate_json_reports_every_rater(capsys):

@@ -14,10 +14,10 @@ import yaml
 
 from prefrl.agents import make_agent
 from prefrl.agents.cpl import CPLAgent, cpl_accuracy, cpl_loss, preferred_mask
+from prefrl.agents.offline import DeterministicTanhPolicy
 from prefrl.config import load_agent_config
 from prefrl.envs import load_env_spec
 from prefrl.experiment import run_experiment
-from prefrl.offline import DeterministicTanhPolicy
 from prefrl.raters import make_rater
 
 SPEC = load_env_spec("pendulum")
@@ -195,9 +195,9 @@ def test_tiny_run_through_run_experiment(tmp_path, monkeypatch):
     config = load_agent_config("cpl", "pendulum", TINY)
     fresh = CPLAgent(SPEC, config, rater=make_rater("partial_return", SPEC), seed=3)
     obs = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
-    fresh.load_policy(run_dir / "policy.zip")
+    fresh.load_weights(run_dir / "policy.zip")
     again = CPLAgent(SPEC, config, rater=make_rater("partial_return", SPEC), seed=4)
-    again.load_policy(run_dir / "policy.zip")
+    again.load_weights(run_dir / "policy.zip")
     np.testing.assert_allclose(fresh.predict(obs), again.predict(obs))
     assert (np.abs(fresh.predict(obs)) <= 2.0).all()
 

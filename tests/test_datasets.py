@@ -9,10 +9,9 @@ import os
 import numpy as np
 import pytest
 
+from prefrl.cli import dataset as cli_dataset
 from prefrl.datasets import (
     DATASET_FORMAT,
-    DatasetError,
-    add_dataset_parser,
     build_dataset,
     dataset_dir,
     load_dataset,
@@ -20,6 +19,7 @@ from prefrl.datasets import (
     noisy_policy,
     save_dataset,
 )
+from prefrl.errors import DatasetError
 from prefrl.types import PreferenceBatch, SegmentBatch
 
 # 6 checkpoints x 1 episode x 4 segments of 50 steps: a few seconds on the CPU
@@ -241,7 +241,7 @@ def test_corrupted_cache_file_is_rebuilt(tmp_path):
 # ---- command line --------------------------------------------------------------------------------------
 def test_cli_build(tmp_path, capsys):
     parser = argparse.ArgumentParser()
-    add_dataset_parser(parser.add_subparsers(dest="command"))
+    cli_dataset.add_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "cli.npz"
     args = parser.parse_args(
         ["dataset", "build", "--env", "pendulum", "--rater", "partial_return", "--episodes", "6",

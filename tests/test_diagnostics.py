@@ -9,7 +9,8 @@ import pytest
 
 from prefrl.diagnostics import agreement, cycle_rate, format_report, rate_report
 from prefrl.envs import load_env_spec
-from prefrl.raters import IntransitiveRater, PartialReturnRater, Rater, RaterError, make_rater
+from prefrl.errors import RaterError
+from prefrl.raters import IntransitiveRater, PartialReturnRater, Rater, make_rater
 from prefrl.segments import sample_triples
 from prefrl.types import SegmentBatch
 

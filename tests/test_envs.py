@@ -20,7 +20,7 @@ from prefrl.envs import (
     make_env,
     make_vec_env,
 )
-from prefrl.spec_utils import SpecError
+from prefrl.errors import SpecError
 
 ALL_ENVS = ["pendulum", "halfcheetah", "hopper", "walker2d", "ant", "swimmer", "reacher"]
 

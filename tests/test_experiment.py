@@ -10,12 +10,14 @@ import pytest
 import yaml
 
 import prefrl.agents
+import prefrl.agents.registry
 import prefrl.config
 import prefrl.experiment
 from prefrl.agents import PPOAgent, list_agents, register_agent
+from prefrl.errors import RunDirError, SpecError
 from prefrl.evaluation import BASE_COLUMNS
-from prefrl.experiment import default_run_dir, is_done, run_experiment
-from prefrl.spec_utils import SpecError
+from prefrl.experiment import run_experiment
+from prefrl.run_dir import default_run_dir, is_done
 
 TINY = {"n_envs": 2, "policy_kwargs": {"net_arch": [16]}, "ppo": {"n_steps": 64, "n_epochs": 2}}
 
@@ -85,7 +87,7 @@ def test_unfinished_attempt_is_restarted_cleanly(tmp_path):
 
 def test_refuses_a_foreign_directory(tmp_path):
     (tmp_path / "notes.txt").write_text("not a run")
-    with pytest.raises(FileExistsError, match="not a prefrl run directory"):
+    with pytest.raises(RunDirError, match="not a prefrl run directory"):
         tiny_run(tmp_path)
     assert (tmp_path / "notes.txt").exists()
 
@@ -140,7 +142,7 @@ def test_agents(tmp_path, monkeypatch):
     agents_dir = tmp_path / "agents"
     agents_dir.mkdir()
     list_agents()  # load the built-in agents first, so the patched registry is restored with them
-    monkeypatch.setattr(prefrl.agents, "_REGISTRY", dict(prefrl.agents._REGISTRY))
+    monkeypatch.setattr(prefrl.agents.registry, "_REGISTRY", dict(prefrl.agents.registry._REGISTRY))
     for cls in (FailingPPO, PreferencePPO):
         register_agent(cls)
         (agents_dir / f"{cls.name}.yaml").write_text(yaml.safe_dump({"defaults": TINY}))

@@ -12,10 +12,10 @@ from prefrl.agents import make_agent
 from prefrl.agents.heron import HeronAgent
 from prefrl.config import load_agent_config
 from prefrl.envs import load_env_spec
+from prefrl.errors import SpecError
 from prefrl.experiment import run_experiment
 from prefrl.raters import make_rater
 from prefrl.segments import collect_segments
-from prefrl.spec_utils import SpecError
 
 TINY = {
     "n_envs": 2,

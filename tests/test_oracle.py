@@ -9,16 +9,11 @@ import numpy as np
 import pytest
 
 from prefrl.envs import load_env_spec
+from prefrl.errors import OracleError, TrainingStateError
 from prefrl.evaluation import evaluate_policy
-from prefrl.oracle import (
-    OracleError,
-    _pick_levels,
-    load_oracle,
-    load_oracle_config,
-    oracle_dir,
-    value_quality,
-    value_quality_with_critic,
-)
+from prefrl.oracle import load_oracle, oracle_dir
+from prefrl.oracle.quality import value_quality, value_quality_with_critic
+from prefrl.oracle.training import _pick_levels, load_oracle_config
 
 #: a value correction small enough for training tests (the real settings are in agents/oracle.yaml)
 TINY_CORRECTION = {"episodes": 2, "validation_episodes": 1, "steps": 20}
@@ -118,7 +113,7 @@ def test_missing_and_corrupted_checkpoints_say_how_to_train(tmp_path):
 
 
 def test_env_without_oracle_gives_clear_error(tmp_path, monkeypatch):
-    import prefrl.oracle as oracle_module
+    import prefrl.oracle.loading as oracle_module
 
     monkeypatch.setattr(oracle_module, "CHECKPOINT_ROOT", tmp_path)  # no env has a checkpoint here
     with pytest.raises(OracleError, match=r"no oracle for env 'walker2d'.*oracle train --env walker2d"):
@@ -144,7 +139,8 @@ def test_ppo_oracle_round_trip_keeps_normalisation(tmp_path):
     """A (tiny) PPO expert with VecNormalize: the saved checkpoint acts like the trained model."""
     import torch as th
 
-    from prefrl.oracle import NORM_PREFIX, train_oracle
+    from prefrl.oracle.loading import NORM_PREFIX
+    from prefrl.oracle.training import train_oracle
 
     out = train_oracle("reacher", steps=1024, seed=0, out=tmp_path / "reacher", update_spec=False,
                        eval_episodes=2, verbose=False, value_correction=TINY_CORRECTION)  # fmt: skip
@@ -170,7 +166,7 @@ def test_ppo_oracle_round_trip_keeps_normalisation(tmp_path):
 def test_sac_oracle_stops_early(tmp_path, monkeypatch, stop, expect_steps):
     """``stop_return`` ends a SAC run at the first evaluation above it, ``max_minutes`` at the deadline
     and Ctrl-C where it is pressed; each still saves a usable oracle."""
-    import prefrl.oracle as oracle_module
+    import prefrl.oracle.training as oracle_module
 
     monkeypatch.setattr(oracle_module, "STOP_EVAL_FREQ", 400)
     stop = dict(stop)
@@ -201,7 +197,7 @@ def test_sac_oracle_stops_early(tmp_path, monkeypatch, stop, expect_steps):
 
 
 def test_early_stop_is_sac_only(tmp_path):
-    from prefrl.oracle import train_oracle
+    from prefrl.oracle.training import train_oracle
 
     with pytest.raises(OracleError, match="SAC oracles only"):
         train_oracle("reacher", steps=64, algo="ppo", out=tmp_path, update_spec=False, stop_return=0.0)
@@ -209,7 +205,7 @@ def test_early_stop_is_sac_only(tmp_path):
 
 def test_interrupted_sac_oracle_resumes(tmp_path, monkeypatch):
     """A run cut by Ctrl-C continues from its saved state: same step counter, earlier snapshots kept."""
-    import prefrl.oracle as oracle_module
+    import prefrl.oracle.training as oracle_module
 
     record = oracle_module._SnapshotCallback._on_step
 
@@ -240,7 +236,7 @@ def test_interrupted_sac_oracle_resumes(tmp_path, monkeypatch):
         oracle_module.train_oracle("pendulum", out=tmp_path / "afresh", **{**common, "steps": 1})
     # a damaged state blocks --resume with a clear error, but not a fresh start that replaces it
     (tmp_path / "state" / "meta.json").write_text("{not json")
-    with pytest.raises(oracle_module.TrainingStateError, match="corrupted training state"):
+    with pytest.raises(TrainingStateError, match="corrupted training state"):
         oracle_module.train_oracle("pendulum", out=tmp_path / "again", resume=True, **{**common, "steps": 2})
     with pytest.warns(UserWarning, match="damaged"):
         oracle_module.train_oracle("pendulum", out=tmp_path / "again", **{**common, "steps": 1})
@@ -248,8 +244,8 @@ def test_interrupted_sac_oracle_resumes(tmp_path, monkeypatch):
 
 
 def test_resume_errors_are_clear(tmp_path):
-    from prefrl.oracle import train_oracle
-    from prefrl.training_state import TrainingStateError
+    from prefrl.errors import TrainingStateError
+    from prefrl.oracle.training import train_oracle
 
     with pytest.raises(TrainingStateError, match="nothing to resume"):
         train_oracle("pendulum", steps=100, out=tmp_path, update_spec=False, resume=True, state_dir=tmp_path)

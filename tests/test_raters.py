@@ -7,6 +7,7 @@ import pytest
 
 from prefrl.diagnostics import cycle_rate
 from prefrl.envs import load_env_spec
+from prefrl.errors import RaterError
 from prefrl.raters import (
     HierarchicalRater,
     IntransitiveRater,
@@ -14,7 +15,6 @@ from prefrl.raters import (
     NonMarkovianRater,
     PanelRater,
     PartialReturnRater,
-    RaterError,
     RegretRater,
     make_rater,
     set_default_value_fn_provider,

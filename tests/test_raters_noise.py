@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from prefrl.envs import load_env_spec
+from prefrl.errors import RaterError
 from prefrl.raters import (
     Equal,
     IntransitiveRater,
@@ -13,7 +14,6 @@ from prefrl.raters import (
     Myopic,
     NonMarkovianRater,
     PartialReturnRater,
-    RaterError,
     RegretRater,
     Skip,
     Stochastic,

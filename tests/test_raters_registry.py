@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from prefrl.envs import load_env_spec
+from prefrl.errors import RaterError
 from prefrl.raters import (
     Equal,
     HierarchicalRater,
@@ -14,7 +15,6 @@ from prefrl.raters import (
     Myopic,
     PanelRater,
     PartialReturnRater,
-    RaterError,
     RegretRater,
     Skip,
     Stochastic,
@@ -23,7 +23,7 @@ from prefrl.raters import (
     make_rater,
 )
 from prefrl.raters import regret as regret_module
-from prefrl.raters.registry import parse_value
+from prefrl.spec_utils import parse_value
 
 SPEC = load_env_spec("pendulum")
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from prefrl import render
+from prefrl.cli import render as cli_render
 from prefrl.experiment import run_experiment
 
 TINY = {"n_envs": 2, "policy_kwargs": {"net_arch": [16]}, "ppo": {"n_steps": 64, "n_epochs": 1}}
@@ -75,7 +76,7 @@ def test_cli_render_without_gl_exits_cleanly(monkeypatch, tmp_path, capsys):
 
     monkeypatch.setenv("MUJOCO_GL", "bogus")
     parser = argparse.ArgumentParser()
-    render.add_render_parser(parser.add_subparsers())
+    cli_render.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["render", "--env", "halfcheetah", "--pair", "--out", str(tmp_path / "p.gif")])
     assert args.func(args) == 3
     assert "apt-get install" in capsys.readouterr().err

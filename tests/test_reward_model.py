@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from prefrl.envs import load_env_spec, make_vec_env
+from prefrl.errors import SpecError
 from prefrl.reward_model import (
-    LearnedRewardVecEnvWrapper,
     RewardEnsemble,
     RewardModelTrainer,
     bradley_terry_loss,
@@ -16,7 +16,7 @@ from prefrl.reward_model import (
     preference_accuracy,
     reward_features,
 )
-from prefrl.spec_utils import SpecError
+from prefrl.rollout import LearnedRewardVecEnvWrapper
 from prefrl.types import PreferenceBatch, SegmentBatch
 
 OBS_DIM, ACT_DIM, NUM_FACTORS, H = 3, 1, 2, 5

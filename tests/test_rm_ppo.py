@@ -12,9 +12,9 @@ from prefrl.agents import make_agent
 from prefrl.agents.rm_ppo import RewardModelPPO, query_schedule
 from prefrl.config import load_agent_config
 from prefrl.envs import load_env_spec
+from prefrl.errors import SpecError
 from prefrl.experiment import run_experiment
 from prefrl.raters import make_rater
-from prefrl.spec_utils import SpecError
 
 #: a tiny PPO: rollouts of 2 envs x 128 steps, so a run of 768 steps has 3 rollouts and refits
 TINY = {

@@ -10,17 +10,10 @@ import pytest
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper, VecNormalize
 
 from prefrl.envs import load_env_spec, make_vec_env
-from prefrl.segments import (
-    StepRecorder,
-    TrajectoryRecorder,
-    all_pairs,
-    collect_segments,
-    sample_pairs,
-    sample_triples,
-    validate_segments,
-)
-from prefrl.selfplay import RolloutRecorder, cut_trajectories
-from prefrl.types import SegmentBatch, ShapeError
+from prefrl.errors import ShapeError
+from prefrl.rollout import RolloutRecorder, StepRecorder, TrajectoryRecorder, cut_trajectories
+from prefrl.segments import all_pairs, collect_segments, sample_pairs, sample_triples, validate_segments
+from prefrl.types import SegmentBatch
 
 
 @pytest.mark.parametrize(("name", "n_envs"), [("pendulum", 1), ("pendulum", 3), ("reacher", 2)])

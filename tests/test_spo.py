@@ -10,15 +10,13 @@ import pytest
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from prefrl.selfplay import (
+from prefrl.agents.self_play import TrajectoryQueue, sample_opponents, win_rates
+from prefrl.rollout import (
     RecordedRollout,
     RelabelRolloutBuffer,
     RolloutRecorder,
-    TrajectoryQueue,
     cut_trajectories,
-    sample_opponents,
     spread_over_steps,
-    win_rates,
 )
 from prefrl.types import SegmentBatch
 
@@ -340,7 +338,7 @@ def test_unlimited_budget_and_determinism(pendulum) -> None:
     ],
 )
 def test_agent_rejects_bad_config(pendulum, overrides: dict, message: str) -> None:
-    from prefrl.spec_utils import SpecError
+    from prefrl.errors import SpecError
 
     with pytest.raises(SpecError, match=message):
         make_spo(pendulum, overrides=overrides)

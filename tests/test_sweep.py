@@ -16,9 +16,10 @@ import pytest
 import yaml
 
 from prefrl import sweep
+from prefrl.cli import results as cli_results
+from prefrl.cli import run as cli_run
+from prefrl.errors import RaterError, SpecError
 from prefrl.experiment import run_experiment
-from prefrl.raters.base import RaterError
-from prefrl.spec_utils import SpecError
 
 TINY = {"n_envs": 2, "policy_kwargs": {"net_arch": [16]}, "ppo": {"n_steps": 64, "n_epochs": 1}}
 # spo needs n_steps to be a multiple of its trajectory length (50): this config fails when the agent is built
@@ -241,15 +242,15 @@ def test_ray_backend_matches_local(tmp_path):
 def test_cli_parsers(tmp_path):
     parser = argparse.ArgumentParser(prog="prefrl")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (sweep.add_sweep_parser, sweep.add_plot_parser, sweep.add_report_parser):
-        add(sub)
+    cli_run.add_parser(sub)
+    cli_results.add_parser(sub)
     args = parser.parse_args(
         ["sweep", "--env", "pendulum", "--agent", "ppo,spo", "--rater", "partial_return,mistake:eps=0.2",
          "--rater", "regret", "--seeds", "5", "--steps", "1000", "--jobs", "2", "--backend", "ray"]
     )  # fmt: skip
-    assert args.func is sweep.cmd_sweep and args.backend == "ray" and args.jobs == 2
+    assert args.func is cli_run.cmd_sweep and args.backend == "ray" and args.jobs == 2
     assert sweep.split_specs(args.rater) == ["partial_return", "mistake:eps=0.2", "regret"]
-    assert sweep._parse_seeds(args.seeds) == 5 and sweep._parse_seeds("0,3") == [0, 3]
+    assert cli_run._parse_seeds(args.seeds) == 5 and cli_run._parse_seeds("0,3") == [0, 3]
     args = parser.parse_args(["report", str(tmp_path), "--format", "html"])
-    assert args.func is sweep.cmd_report and args.fmt == "html"
-    assert parser.parse_args(["plot", str(tmp_path)]).func is sweep.cmd_plot
+    assert args.func is cli_results.cmd_report and args.fmt == "html"
+    assert parser.parse_args(["plot", str(tmp_path)]).func is cli_results.cmd_plot

@@ -10,7 +10,8 @@ import torch as th
 from stable_baselines3 import SAC
 
 from prefrl.envs import load_env_spec, make_vec_env
-from prefrl.training_state import TrainingStateError, load_training_state, save_training_state
+from prefrl.errors import TrainingStateError
+from prefrl.oracle.training_state import load_training_state, save_training_state
 
 IDENTITY = {"env": "pendulum", "seed": 0, "algo": "sac"}
 

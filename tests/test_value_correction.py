@@ -12,21 +12,12 @@ import torch as th
 from scipy.stats import spearmanr
 
 from prefrl.envs import load_env_spec, make_env
-from prefrl.oracle import (
-    CORRECTION_FILE,
-    OracleError,
-    correct_value,
-    load_oracle,
-    load_oracle_config,
-    oracle_dir,
-)
-from prefrl.value_correction import (
-    ValueCorrection,
-    discounted_returns,
-    expert_states_and_returns,
-    fit_value_correction,
-    pairwise_rank_loss,
-)
+from prefrl.errors import OracleError
+from prefrl.oracle import load_oracle, oracle_dir
+from prefrl.oracle.loading import CORRECTION_FILE
+from prefrl.oracle.returns import discounted_returns, expert_states_and_returns
+from prefrl.oracle.training import correct_value, load_oracle_config
+from prefrl.oracle.value_correction import ValueCorrection, fit_value_correction, pairwise_rank_loss
 
 PENDULUM = load_env_spec("pendulum")
 TINY = {"episodes": 4, "validation_episodes": 2, "steps": 200, "eval_every": 50}
@@ -229,16 +220,16 @@ def test_missing_corrupted_or_foreign_correction_says_how_to_fix(pendulum_copy):
     path = pendulum_copy / CORRECTION_FILE
 
     def reload():
-        from prefrl import oracle as oracle_module
+        from prefrl.oracle.loading import forget_oracle
 
-        oracle_module._CACHE.pop(str(pendulum_copy), None)
+        forget_oracle(pendulum_copy)
         return load_oracle(PENDULUM, pendulum_copy)
 
     good = path.read_bytes()
     path.write_bytes(good[: len(good) // 2])
     with pytest.raises(OracleError, match=r"corrupted.*prefrl oracle correct-value --env pendulum"):
         reload()
-    from prefrl.oracle import save_value_correction
+    from prefrl.oracle.training import save_value_correction
 
     save_value_correction(pendulum_copy, ValueCorrection(obs_dim=5, hidden=8))
     with pytest.raises(OracleError, match=r"expects 5-dim observations.*has 3"):
@@ -267,7 +258,8 @@ def test_config_settings_are_checked(tmp_path):
 
 
 def test_cli_passes_only_the_given_settings(monkeypatch):
-    from prefrl import cli, oracle
+    from prefrl import cli
+    from prefrl.cli import oracle
 
     calls = []
     monkeypatch.setattr(oracle, "correct_value", lambda env, **kwargs: calls.append((env, kwargs)))

@@ -1,23 +1,22 @@
-"""Agent registry: ``make_agent(name, ...)`` builds any registered agent by its name.
+"""Every agent: the :class:`Agent` interface, the templates agents build on, and the registry.
 
-Agent modules register their classes with the :func:`register_agent` decorator. The built-in modules
-(:data:`BUILTIN_MODULES`) are imported on first use, so ``make_agent("spo", ...)`` works without
-importing ``prefrl.agents.spo`` first.
+Layout (data flows env -> rollout -> rater -> agent)::
+
+    base.py       Agent: the interface every learner implements (learn, predict, save, load_policy)
+    registry.py   register_agent / make_agent / get_agent_class / list_agents
+    on_policy.py  PPOAgent: the SB3-PPO template of ppo, rm_ppo, heron and spo (+ the progress callback)
+    offline.py    OfflineAgent: the template of cpl and bc (gradient steps on a preference dataset)
+    ppo.py        PPO on the true reward (reference)
+    rm_ppo.py     PPO on a reward model learned from preferences (Christiano et al. 2017)
+    heron.py      rm_ppo with HERON's hierarchical comparisons
+    spo.py        self-play preference optimisation (+ self_play.py: opponents, win rates, queue)
+    cpl.py        contrastive preference learning (offline)
+    bc.py         behaviour cloning (offline reference for cpl)
 """
 
-from __future__ import annotations
-
-import importlib
-import importlib.util
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
-
-from prefrl.agents.base import COMMON_DEFAULTS, Agent, PPOAgent
-from prefrl.spec_utils import SpecError, suggest
-
-if TYPE_CHECKING:
-    from prefrl.envs import EnvSpec
-    from prefrl.raters.base import Rater
+from prefrl.agents.base import COMMON_DEFAULTS, Agent
+from prefrl.agents.on_policy import PPOAgent
+from prefrl.agents.registry import get_agent_class, list_agents, make_agent, register_agent
 
 __all__ = [
     "COMMON_DEFAULTS",
@@ -28,60 +27,3 @@ __all__ = [
     "make_agent",
     "register_agent",
 ]
-
-#: modules under prefrl/agents/ that define built-in agents (missing ones are skipped)
-BUILTIN_MODULES = ("ppo", "rm_ppo", "heron", "spo", "cpl", "bc")
-
-_REGISTRY: dict[str, type[Agent]] = {}
-_builtins_loaded = False
-
-A = TypeVar("A", bound=type[Agent])
-
-
-def register_agent(cls: A) -> A:
-    """Class decorator: register ``cls`` under ``cls.name``."""
-    if not (isinstance(cls, type) and issubclass(cls, Agent)):
-        raise TypeError(f"register_agent expects an Agent subclass, got {cls!r}")
-    existing = _REGISTRY.get(cls.name)
-    if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
-        raise ValueError(f"agent name '{cls.name}' is already registered by {existing.__qualname__}")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _load_builtins() -> None:
-    global _builtins_loaded
-    if _builtins_loaded:
-        return
-    _builtins_loaded = True
-    for module in BUILTIN_MODULES:
-        # a module that is not written yet is skipped; an error inside an existing one is raised
-        if importlib.util.find_spec(f"{__name__}.{module}") is not None:
-            importlib.import_module(f"{__name__}.{module}")
-
-
-def list_agents() -> list[str]:
-    """Names of all registered agents, sorted."""
-    _load_builtins()
-    return sorted(_REGISTRY)
-
-
-def get_agent_class(name: str) -> type[Agent]:
-    """The agent class registered as ``name``; unknown names raise :class:`SpecError` with a hint."""
-    _load_builtins()
-    if name not in _REGISTRY:
-        available = ", ".join(sorted(_REGISTRY))
-        raise SpecError(f"unknown agent '{name}'{suggest(name.lower(), _REGISTRY)}; available: {available}")
-    return _REGISTRY[name]
-
-
-def make_agent(
-    name: str,
-    env_spec: EnvSpec,
-    config: Mapping[str, Any],
-    rater: Rater | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-) -> Agent:
-    """Build the agent registered as ``name`` (``config`` from :func:`prefrl.config.load_agent_config`)."""
-    return get_agent_class(name)(env_spec, config, rater=rater, seed=seed, device=device)

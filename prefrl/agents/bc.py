@@ -1,7 +1,7 @@
 """BC: behaviour cloning on an offline preference dataset (the reference for ``cpl``).
 
 The same policy, data, budgets and evaluation as :mod:`prefrl.agents.cpl` (all from
-:mod:`prefrl.offline`); the loss is the negative log-likelihood ``mean_t -log pi(a_t|s_t)`` of the
+:mod:`prefrl.agents.offline`); the loss is the negative log-likelihood ``mean_t -log pi(a_t|s_t)`` of the
 cloned segments' actions (for the fixed-variance policy: the squared error to the actions rescaled to
 [-1, 1]). ``bc.data`` picks what is cloned:
 
@@ -21,9 +21,9 @@ import torch
 
 from prefrl.agents import register_agent
 from prefrl.agents.base import Schema
+from prefrl.agents.offline import OfflineAgent
 from prefrl.datasets import PreferenceDataset
-from prefrl.offline import OfflineAgent
-from prefrl.spec_utils import SpecError
+from prefrl.errors import SpecError
 
 __all__ = ["BCAgent", "cloned_segments"]
 

@@ -19,7 +19,7 @@ Training follows the official recipe: ``bc_fraction`` of the gradient steps beha
 ``mean(-log pi)`` over the segments), then a fresh optimiser, a linear learning-rate warm-up and
 ``cpl_loss + bc_coeff * bc_loss``. The official MetaWorld configs: alpha 0.1, lambda 0.5, bc_coeff 0,
 Adam lr 1e-4, batch 96 comparisons, 200k BC + 300k CPL steps, LR warm-up 10k steps, [512, 512] MLP
-with dropout 0.25 and a tanh output (see :mod:`prefrl.offline`).
+with dropout 0.25 and a tanh output (see :mod:`prefrl.agents.offline`).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ import torch.nn.functional as F
 
 from prefrl.agents import register_agent
 from prefrl.agents.base import Schema
+from prefrl.agents.offline import OfflineAgent, mean_or_nan
 from prefrl.datasets import PreferenceDataset
-from prefrl.offline import OfflineAgent, mean_or_nan
-from prefrl.spec_utils import SpecError
+from prefrl.errors import SpecError
 
 __all__ = ["CPLAgent", "cpl_accuracy", "cpl_loss", "preferred_mask"]
 

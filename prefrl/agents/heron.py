@@ -44,7 +44,8 @@ import numpy as np
 from prefrl.agents import register_agent
 from prefrl.agents.base import Schema
 from prefrl.agents.rm_ppo import FEEDBACK_DEFAULTS, REWARD_MODEL_DEFAULTS, RewardModelPPO
-from prefrl.spec_utils import SpecError, suggest
+from prefrl.errors import SpecError
+from prefrl.spec_utils import suggest
 from prefrl.types import PreferenceBatch, SegmentBatch
 
 if TYPE_CHECKING:

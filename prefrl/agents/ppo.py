@@ -4,7 +4,7 @@ compared with, and the normalised-score anchor)."""
 from __future__ import annotations
 
 from prefrl.agents import register_agent
-from prefrl.agents.base import PPOAgent
+from prefrl.agents.on_policy import PPOAgent
 
 
 @register_agent

@@ -12,7 +12,7 @@ Loop, once per PPO rollout (inside SB3's loop, no fork of PPO):
    (:class:`~prefrl.reward_model.RewardModelTrainer`);
 4. **relabel** - the finished rollout's rewards are recomputed with the refitted model (and the
    normaliser restarted on them) *before* SB3 computes returns and advantages
-   (:class:`~prefrl.selfplay.RelabelRolloutBuffer`), so every PPO update optimises the latest model and
+   (:class:`~prefrl.rollout.RelabelRolloutBuffer`), so every PPO update optimises the latest model and
    the very first update does not follow an untrained network. ``feedback.relabel_rollout: false``
    keeps the rewards seen during collection.
 
@@ -51,17 +51,13 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.vec_env import VecEnv
 
 from prefrl.agents import register_agent
-from prefrl.agents.base import PPOAgent, Schema
-from prefrl.reward_model import (
-    LearnedRewardVecEnvWrapper,
-    RewardEnsemble,
-    RewardModelTrainer,
-    check_inputs,
-    feature_dim,
-)
-from prefrl.segments import TrajectoryRecorder, sample_pairs
-from prefrl.selfplay import RelabelRolloutBuffer
-from prefrl.spec_utils import SpecError, deep_update, suggest
+from prefrl.agents.base import Schema
+from prefrl.agents.on_policy import PPOAgent
+from prefrl.errors import SpecError
+from prefrl.reward_model import RewardEnsemble, RewardModelTrainer, check_inputs, feature_dim
+from prefrl.rollout import LearnedRewardVecEnvWrapper, RelabelRolloutBuffer, TrajectoryRecorder
+from prefrl.segments import sample_pairs
+from prefrl.spec_utils import deep_update, suggest
 from prefrl.types import PreferenceBatch, SegmentBatch
 
 if TYPE_CHECKING:

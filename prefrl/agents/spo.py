@@ -9,9 +9,9 @@ ones: the policy is pushed towards the minimax winner of the preference game.
 
 Choices (documented here and in agents/spo.yaml):
 
-* **No env reward reaches PPO.** A :class:`~prefrl.selfplay.RolloutRecorder` under the training env
+* **No env reward reaches PPO.** A :class:`~prefrl.rollout.RolloutRecorder` under the training env
   records the true steps for the rater and returns zero rewards upwards; the buffer's rewards are then
-  replaced by the win-rate rewards (:class:`~prefrl.selfplay.RelabelRolloutBuffer`).
+  replaced by the win-rate rewards (:class:`~prefrl.rollout.RelabelRolloutBuffer`).
 * **Time-limit bootstrap kept.** On a truncation SB3 adds ``gamma * V(terminal_obs)`` to the step reward;
   with the zeroed env reward that is all the buffer held, and SPO adds it back to the win-rate reward
   (``spo.bootstrap_timeouts``): the critic estimates win-rate-to-go, and a time limit is not a terminal
@@ -44,17 +44,11 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.vec_env import VecEnv
 
 from prefrl.agents import register_agent
-from prefrl.agents.base import PPOAgent, Schema
-from prefrl.selfplay import (
-    RelabelRolloutBuffer,
-    RolloutRecorder,
-    TrajectoryQueue,
-    cut_trajectories,
-    sample_opponents,
-    spread_over_steps,
-    win_rates,
-)
-from prefrl.spec_utils import SpecError
+from prefrl.agents.base import Schema
+from prefrl.agents.on_policy import PPOAgent
+from prefrl.agents.self_play import TrajectoryQueue, sample_opponents, win_rates
+from prefrl.errors import SpecError
+from prefrl.rollout import RelabelRolloutBuffer, RolloutRecorder, cut_trajectories, spread_over_steps
 from prefrl.types import SegmentBatch
 
 if TYPE_CHECKING:

@@ -7,7 +7,9 @@ Build one from a spec string with :func:`make_rater` (``"partial_return"``, ``"r
 
 from typing import TYPE_CHECKING
 
-from prefrl.raters.base import Rater, RaterError, ScoreRater, preference_from_difference
+from prefrl.errors import RaterError
+from prefrl.oracle import oracle_value_functions
+from prefrl.raters.base import Rater, ScoreRater, preference_from_difference
 from prefrl.raters.hierarchical import HierarchicalRater
 from prefrl.raters.intransitive import IntransitiveRater
 from prefrl.raters.noise import Equal, Mistake, Myopic, RaterWrapper, Skip, Stochastic
@@ -23,8 +25,6 @@ if TYPE_CHECKING:
 
 def _oracle_value_functions(env_spec: "EnvSpec") -> tuple:
     """``regret`` with no value function uses the env's shipped oracle expert (``V*``, ``Q*``)."""
-    from prefrl.oracle import oracle_value_functions  # lazy: torch/SB3 load only when regret is used
-
     return oracle_value_functions(env_spec)
 
 

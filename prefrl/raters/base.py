@@ -12,11 +12,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from prefrl.errors import RaterError
 from prefrl.types import PreferenceBatch, SegmentBatch, validate_pairs
-
-
-class RaterError(ValueError):
-    """Invalid rater name, parameter or composition."""
 
 
 class Rater(ABC):

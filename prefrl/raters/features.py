@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from prefrl.raters.base import RaterError
+from prefrl.errors import RaterError
 from prefrl.types import SegmentBatch
 
 if TYPE_CHECKING:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from prefrl.raters.base import Rater, RaterError
+from prefrl.errors import RaterError
+from prefrl.raters.base import Rater
 from prefrl.raters.features import require_env_spec, utility_sums
 from prefrl.types import SegmentBatch
 

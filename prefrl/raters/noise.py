@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from prefrl.raters.base import Rater, RaterError, ScoreRater
+from prefrl.errors import RaterError
+from prefrl.raters.base import Rater, ScoreRater
 from prefrl.raters.features import check_unit_interval
 from prefrl.types import SegmentBatch
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from prefrl.raters.base import RaterError, ScoreRater
+from prefrl.errors import RaterError
+from prefrl.raters.base import ScoreRater
 from prefrl.raters.features import require_env_spec, step_utilities
 from prefrl.types import SegmentBatch
 

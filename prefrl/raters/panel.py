@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from prefrl.raters.base import Rater, RaterError
+from prefrl.errors import RaterError
+from prefrl.raters.base import Rater
 from prefrl.raters.features import require_env_spec
 from prefrl.raters.partial_return import PartialReturnRater
 from prefrl.types import SegmentBatch

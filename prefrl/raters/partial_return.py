@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from prefrl.raters.base import RaterError, ScoreRater
+from prefrl.errors import RaterError
+from prefrl.raters.base import ScoreRater
 from prefrl.raters.features import check_step_weights, check_unit_interval, discount_weights, require_env_spec
 from prefrl.types import SegmentBatch
 

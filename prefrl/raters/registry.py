@@ -20,7 +20,9 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prefrl.raters.base import Rater, RaterError
+from prefrl.envs import load_env_spec
+from prefrl.errors import RaterError
+from prefrl.raters.base import Rater
 from prefrl.raters.hierarchical import HierarchicalRater
 from prefrl.raters.intransitive import IntransitiveRater
 from prefrl.raters.noise import Equal, Mistake, Myopic, Skip, Stochastic
@@ -28,7 +30,7 @@ from prefrl.raters.non_markovian import NonMarkovianRater
 from prefrl.raters.panel import PanelRater
 from prefrl.raters.partial_return import PartialReturnRater
 from prefrl.raters.regret import QFn, RegretRater, ValueFn
-from prefrl.spec_utils import suggest
+from prefrl.spec_utils import parse_value, suggest
 
 if TYPE_CHECKING:
     from prefrl.envs import EnvSpec
@@ -94,21 +96,6 @@ _ENTRIES: dict[str, _Entry] = {
 _NEEDS_SPEC = (IntransitiveRater, NonMarkovianRater, HierarchicalRater, PanelRater, RegretRater)
 
 
-def parse_value(raw: str) -> int | float | bool | str:
-    """``"3" -> 3``, ``"0.5" -> 0.5``, ``"inf" -> inf``, ``"true" -> True``, anything else a string."""
-    low = raw.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        return int(raw)
-    except ValueError:
-        pass
-    try:
-        return float(raw)
-    except ValueError:
-        return raw.strip()
-
-
 def _coerce(value: int | float | bool | str, kind: type, name: str, key: str, raw: str) -> Any:
     """Check a parsed value against the parameter's type (ints are accepted for floats)."""
     if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
@@ -169,8 +156,6 @@ def make_rater(
     if not isinstance(spec, str) or not spec.strip():
         raise RaterError(f"a rater spec must be a non-empty string, got {spec!r}")
     if isinstance(env_spec, str):
-        from prefrl.envs import load_env_spec
-
         env_spec = load_env_spec(env_spec)
     parts = [_parse_part(part, spec) for part in spec.split("+")]
     first_name, first_params = parts[0]

@@ -36,12 +36,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from prefrl.agents.base import ACTIVATIONS, Agent, Schema
+from prefrl.agents.base import Agent, PredictFn, Schema
 from prefrl.datasets import PreferenceDataset, build_dataset, load_dataset
-from prefrl.spec_utils import SpecError
+from prefrl.envs import EnvSpec, load_env_spec
+from prefrl.errors import SpecError
+from prefrl.networks import activation
+from prefrl.run_dir import read_run_config
 
 if TYPE_CHECKING:
-    from prefrl.envs import EnvSpec
     from prefrl.evaluation import ProgressHook
     from prefrl.raters.base import Rater
 
@@ -127,6 +129,23 @@ class DeterministicTanhPolicy(nn.Module):
         return -torch.square(self(obs) - act).sum(dim=-1)
 
 
+def build_policy(env_spec: EnvSpec, config: Mapping[str, Any]) -> DeterministicTanhPolicy:
+    """The untrained policy network of an offline agent's config (``policy_kwargs``, ``offline.dropout``)."""
+    kwargs = {**_POLICY_DEFAULTS, **dict(config.get("policy_kwargs") or {})}
+    activation_cls = activation(kwargs["activation_fn"], "policy_kwargs.activation_fn")
+    net_arch = kwargs["net_arch"]
+    if not (isinstance(net_arch, Sequence) and all(isinstance(w, int) and w > 0 for w in net_arch)):
+        raise SpecError(f"policy_kwargs.net_arch must be a list of positive ints, got {net_arch!r}")
+    return DeterministicTanhPolicy(
+        int(np.prod(env_spec.observation_space.shape)),
+        int(np.prod(env_spec.action_space.shape)),
+        net_arch=net_arch,
+        activation=activation_cls,
+        dropout=float((config.get("offline") or {}).get("dropout", 0.0)),
+        ortho_init=bool(kwargs["ortho_init"]),
+    )
+
+
 class OfflineAgent(Agent):
     """An agent that learns from a fixed labelled dataset by gradient steps (template for cpl and bc).
 
@@ -171,24 +190,7 @@ class OfflineAgent(Agent):
 
     # ---- construction ---------------------------------------------------------------------------
     def _build_policy(self) -> DeterministicTanhPolicy:
-        kwargs = {**_POLICY_DEFAULTS, **dict(self.config.get("policy_kwargs") or {})}
-        activation = str(kwargs["activation_fn"]).lower()
-        if activation not in ACTIVATIONS:
-            raise SpecError(
-                f"policy_kwargs.activation_fn: unknown '{activation}'; allowed {', '.join(ACTIVATIONS)}"
-            )
-        net_arch = kwargs["net_arch"]
-        if not (isinstance(net_arch, Sequence) and all(isinstance(w, int) and w > 0 for w in net_arch)):
-            raise SpecError(f"policy_kwargs.net_arch must be a list of positive ints, got {net_arch!r}")
-        obs_dim = int(np.prod(self.env_spec.observation_space.shape))
-        return DeterministicTanhPolicy(
-            obs_dim,
-            len(self._act_mid),
-            net_arch=net_arch,
-            activation=ACTIVATIONS[activation],
-            dropout=float(self.offline.get("dropout", 0.0)),
-            ortho_init=bool(kwargs["ortho_init"]),
-        ).to(self.device)
+        return build_policy(self.env_spec, self.config).to(self.device)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """A fresh Adam over the policy's parameters (``offline.learning_rate``)."""
@@ -301,10 +303,33 @@ class OfflineAgent(Agent):
             Path(path),
         )
 
-    def load_policy(self, path: str | Path) -> None:
+    def load_weights(self, path: str | Path) -> None:
         """Load weights written by :meth:`save` into this agent's policy."""
         state = torch.load(Path(path), map_location=self.device, weights_only=False)
         self.policy.load_state_dict(state["state_dict"])
+
+    @classmethod
+    def load_policy(cls, run_dir: str | Path) -> PredictFn:
+        """The policy saved in ``run_dir/policy.zip``, acting in the env's action bounds (dropout off)."""
+        run_dir = Path(run_dir)
+        run = read_run_config(run_dir)
+        env_spec = load_env_spec(run["env"])
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # the initial weights are overwritten: keep the caller's stream
+            policy = build_policy(env_spec, run["config"])
+        state = torch.load(run_dir / "policy.zip", map_location="cpu", weights_only=False)
+        policy.load_state_dict(state["state_dict"])
+        policy.eval()
+        low = np.asarray(env_spec.action_space.low, dtype=np.float32)
+        high = np.asarray(env_spec.action_space.high, dtype=np.float32)
+        mid, half = (high + low) / 2.0, (high - low) / 2.0
+
+        @torch.no_grad()
+        def predict(obs: np.ndarray) -> np.ndarray:
+            return mid + half * policy(torch.as_tensor(np.asarray(obs, dtype=np.float32))).numpy()
+
+        return predict
 
 
 def mean_or_nan(values: torch.Tensor) -> float:

@@ -30,12 +30,10 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
+from prefrl.errors import TrainingStateError
+
 META = "meta.json"
 BUFFER_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
-
-
-class TrainingStateError(ValueError):
-    """A missing, mismatched or unreadable training state."""
 
 
 def save_training_state(

@@ -1,0 +1,7 @@
+"""``python -m prefrl`` runs the ``prefrl`` command."""
+
+import sys
+
+from prefrl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,90 @@
+"""The ``prefrl`` command line: the only code that parses arguments or prints; it calls the library.
+
+Sub-commands, one module per group::
+
+    run.py      prefrl run   --env ENV --agent AGENT [--rater R] --seed S [--steps N] [--queries Q]
+                prefrl sweep --env E1,E2 --agent A1,A2 --rater R1,R2 --seeds 5 [--backend local|ray]
+                prefrl demo  [--out results/demo]
+    rate.py     prefrl rate  --env ENV --rater R1 [--rater R2 ...] --pairs N [--policy random] [--json]
+                prefrl list  (environments, agents, raters)
+    oracle.py   prefrl oracle train --env ENV [--steps N] [--seed S] [--resume] | prefrl oracle eval --env ENV
+                prefrl oracle correct-value --env ENV [--episodes N] [--fit-steps N] [--rank-weight W]
+    dataset.py  prefrl dataset build --env ENV --rater R [--episodes N] [--noise S] [--segment 64] [--pairs P]
+    results.py  prefrl plot DIR | prefrl report DIR
+    render.py   prefrl render --run DIR | --env ENV --pair
+
+Errors. Bad input - a :class:`~prefrl.errors.PrefrlError` (unknown env, misspelled config key, bad rater
+parameter, corrupted dataset, ...) or an OS error on a path the user gave (missing file, no permission) -
+prints one line naming the problem and exits with status 2 (``PREFRL_DEBUG=1`` shows the traceback).
+Anything else is a bug in prefrl: it keeps its traceback, with a line asking to report it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from prefrl.cli import dataset, oracle, rate, render, results, run
+from prefrl.errors import PrefrlError
+
+__all__ = ["BUG_REPORT", "build_parser", "main"]
+
+#: printed under the traceback of an unexpected exception
+BUG_REPORT = (
+    "This is a bug in prefrl, not a problem with your input: please report it with the command you ran "
+    "and the traceback above."
+)
+
+#: the command groups, in the order their sub-commands are listed by ``prefrl --help``
+COMMAND_GROUPS = (run, rate, oracle, dataset, results, render)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``prefrl`` argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="prefrl", description="Preference-based RL testbed on continuous control."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in COMMAND_GROUPS:
+        group.add_parser(sub)
+    return parser
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    return str(error)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``prefrl`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PrefrlError as e:
+        return _bad_input(args.command, e)
+    except OSError as e:
+        # an OS error naming a file is a path the user gave (missing, unreadable, not a directory, ...)
+        return _bad_input(args.command, e) if e.filename is not None else _bug(args.command)
+    except KeyboardInterrupt:
+        print(f"prefrl {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        return _bug(args.command)
+
+
+def _bad_input(command: str, error: Exception) -> int:
+    if os.environ.get("PREFRL_DEBUG"):
+        raise error
+    print(f"prefrl {command}: error: {_one_line(error)}", file=sys.stderr)
+    return 2
+
+
+def _bug(command: str) -> int:
+    traceback.print_exc()
+    print(f"prefrl {command}: {BUG_REPORT}", file=sys.stderr)
+    return 1

@@ -1,0 +1,482 @@
+"""Training an env's oracle expert on the true reward, and fitting its value correction.
+
+``prefrl oracle train --env ENV`` trains an expert (SAC from ``agents/oracle.yaml``, or PPO with the tuned
+``agents/ppo.yaml`` settings), keeps policy snapshots, picks the expert and the skill levels from them,
+measures ``R_random`` / ``R_oracle`` and writes what :mod:`prefrl.oracle.loading` reads:
+``prefrl/oracle/checkpoints/<env>/{expert,level*}.pt`` and ``manifest.json``. The expert's value function
+then gets its Monte-Carlo correction (:func:`correct_value`). SAC runs are resumable
+(:mod:`prefrl.oracle.training_state`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import time
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3 import SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback, StopTrainingOnRewardThreshold
+from stable_baselines3.common.vec_env import VecNormalize
+
+from prefrl.agents.on_policy import PPOAgent
+from prefrl.config import load_agent_config
+from prefrl.envs import EnvSpec, load_env_spec, make_vec_env, record_normalisation
+from prefrl.errors import OracleError, TrainingStateError
+from prefrl.evaluation import evaluate_policy
+from prefrl.oracle.loading import (
+    ALGOS,
+    CORRECTION_FILE,
+    CRITIC_PREFIXES,
+    NORM_PREFIX,
+    TRAINING_ONLY_PREFIXES,
+    CheckpointInfo,
+    Oracle,
+    OracleManifest,
+    forget_oracle,
+    load_oracle,
+    normalise_obs,
+    oracle_dir,
+    read_manifest,
+)
+from prefrl.oracle.quality import value_quality
+from prefrl.oracle.training_state import META, SaveTrainingState, load_training_state, read_meta
+from prefrl.oracle.value_correction import ValueCorrection, fit_value_correction
+from prefrl.spec_utils import PROJECT_ROOT, check_keys, deep_update, load_yaml
+
+__all__ = ["correct_value", "default_state_dir", "load_oracle_config", "train_oracle"]
+
+ORACLE_CONFIG = PROJECT_ROOT / "agents" / "oracle.yaml"
+ORACLE_KEYS = (
+    "algo",
+    "total_steps",
+    "stop_return",
+    "n_envs",
+    "policy_kwargs",
+    "sac",
+    "ppo",
+    "value_correction",
+)
+
+
+#: settings of ``value_correction`` in agents/oracle.yaml: fit_value_correction's arguments, their defaults
+CORRECTION_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in list(inspect.signature(fit_value_correction).parameters.items())[1:]
+}
+
+
+CORRECTION_KEYS = tuple(CORRECTION_DEFAULTS)
+
+
+#: env steps between the evaluations that decide an early stop at ``stop_return``, and their episodes
+STOP_EVAL_FREQ = 10_000
+
+
+STOP_EVAL_EPISODES = 5
+
+
+#: episodes per snapshot in the screen that picks the expert candidate and the skill levels
+SCREEN_EPISODES = 5
+
+
+#: env steps between saves of a SAC run's resumable training state
+SAVE_STATE_EVERY = 50_000
+
+
+def load_oracle_config(env_name: str, path: Path = ORACLE_CONFIG) -> dict[str, Any]:
+    """``agents/oracle.yaml``: ``defaults`` merged with the env's entry under ``envs``."""
+    data = load_yaml(path)
+    check_keys(data, ("defaults", "envs"), str(path))
+    config = dict(data.get("defaults") or {})
+    config = deep_update(config, (data.get("envs") or {}).get(env_name, {}))
+    check_keys(config, ORACLE_KEYS, f"{path} (env {env_name})", required=("algo", "total_steps"))
+    correction = config.get("value_correction", {})
+    if correction is not False:
+        if not isinstance(correction, dict):
+            raise OracleError(f"{path} (env {env_name}): value_correction must be a mapping or false")
+        check_keys(correction, CORRECTION_KEYS, f"{path} (env {env_name}) value_correction")
+    return config
+
+
+@dataclass
+class Snapshot:
+    """Policy weights at one training step plus the observation statistics they were trained with."""
+
+    step: int
+    state: dict[str, th.Tensor]
+    norm: dict[str, th.Tensor]
+
+
+def _normalisation_of(model: BaseAlgorithm) -> dict[str, th.Tensor]:
+    """VecNormalize statistics of the model's env (empty if it has none)."""
+    venv = model.get_env()
+    if not isinstance(venv, VecNormalize):
+        return {}
+    return {
+        "obs_mean": th.as_tensor(venv.obs_rms.mean, dtype=th.float64),
+        "obs_var": th.as_tensor(venv.obs_rms.var, dtype=th.float64),
+        "clip_obs": th.tensor(float(venv.clip_obs), dtype=th.float64),
+        # the critic predicts returns of rewards divided by this scale
+        "reward_scale": th.tensor(
+            float(np.sqrt(venv.ret_rms.var + venv.epsilon)) if venv.norm_reward else 1.0, dtype=th.float64
+        ),
+    }
+
+
+def _snapshot(model: BaseAlgorithm, step: int) -> Snapshot:
+    state = {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+    return Snapshot(step, state, _normalisation_of(model))
+
+
+def _save_weights(snapshot: Snapshot, path: Path, actor_only: bool) -> None:
+    # SAC's target critics only stabilise training; V and Q are read from the online critics
+    state = {k: v for k, v in snapshot.state.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
+    if actor_only:
+        # skill-level checkpoints only need to act: keep the files small
+        state = {k: v for k, v in state.items() if not k.startswith(CRITIC_PREFIXES)}
+    # float16 halves the shipped size; weights are cast back to float32 on load
+    state = {k: v.detach().cpu().to(th.float16) if v.is_floating_point() else v for k, v in state.items()}
+    state.update({NORM_PREFIX + k: v for k, v in snapshot.norm.items()})  # statistics stay float64
+    buffer = io.BytesIO()
+    th.save(state, buffer)
+    path.write_bytes(buffer.getvalue())
+
+
+def save_value_correction(directory: Path, correction: ValueCorrection) -> None:
+    """Write ``value_correction.pt`` (float32 weights and the network's width)."""
+    buffer = io.BytesIO()
+    hidden = correction.net[0].out_features
+    th.save({"hidden": th.tensor(hidden), **correction.state_dict()}, buffer)
+    (directory / CORRECTION_FILE).write_bytes(buffer.getvalue())
+
+
+class _SnapshotCallback(BaseCallback):
+    """Keeps an in-memory copy of the policy every ``every`` steps (candidate skill levels)."""
+
+    def __init__(self, every: int):
+        super().__init__()
+        self.every = every
+        self.snapshots: list[Snapshot] = []
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps % self.every == 0:
+            self.snapshots.append(_snapshot(self.model, self.num_timesteps))
+        return True
+
+
+class _StopAtWallTime(BaseCallback):
+    """Ends training after ``seconds`` of wall time; the expert is then the best policy reached so far."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.deadline = time.time() + seconds
+
+    def _on_step(self) -> bool:
+        return time.time() < self.deadline
+
+
+def _stop_at_return(spec: EnvSpec, stop_return: float, seed: int) -> EvalCallback:
+    """SB3's evaluation callback that ends training once the deterministic policy reaches ``stop_return``.
+
+    Caps the cost of SAC experts on a CPU: training stops at the quality target instead of running out
+    the full step budget.
+    """
+    return EvalCallback(
+        make_vec_env(spec, n_envs=1, seed=seed + 30_000),
+        callback_on_new_best=StopTrainingOnRewardThreshold(reward_threshold=stop_return, verbose=1),
+        n_eval_episodes=STOP_EVAL_EPISODES,
+        eval_freq=STOP_EVAL_FREQ,
+        deterministic=True,
+        verbose=1,
+    )
+
+
+def default_state_dir(env: str, seed: int) -> Path:
+    """Where a SAC oracle run keeps its resumable training state (model, replay buffer, snapshots)."""
+    return PROJECT_ROOT / "runs" / "oracle_training" / f"{env}-seed{seed}"
+
+
+class _SnapshottingPPO(PPOAgent):
+    """PPO on the true reward that keeps policy snapshots (the PPO oracle's candidate skill levels)."""
+
+    name = "ppo"
+
+    def __init__(
+        self, spec: EnvSpec, config: dict[str, Any], snapshots: _SnapshotCallback, seed: int
+    ) -> None:
+        self.snapshots = snapshots
+        super().__init__(spec, config, None, seed)
+
+    def extra_callbacks(self) -> list[BaseCallback]:
+        return [self.snapshots]
+
+
+def _train(
+    spec: EnvSpec,
+    algo: str,
+    config: dict[str, Any],
+    steps: int,
+    seed: int,
+    stop_return: float | None = None,
+    max_minutes: float | None = None,
+    state_dir: Path | None = None,
+    resume: bool = False,
+) -> tuple[BaseAlgorithm, list[Snapshot], float]:
+    """Train with SB3; SAC from ``agents/oracle.yaml``, PPO with the tuned ``agents/ppo.yaml`` settings.
+
+    SAC runs save their state to ``state_dir`` every ``SAVE_STATE_EVERY`` steps and when they end, and
+    ``resume`` continues from it. Returns the model, the policy snapshots and the wall time of all sessions.
+    """
+    snapshots = _SnapshotCallback(every=max(steps // 40, 1))
+    start = time.time()
+    if algo == "sac":
+        state_dir = Path(state_dir) if state_dir else default_state_dir(spec.name, seed)
+        identity = {"env": spec.name, "seed": seed, "algo": algo}
+        venv = make_vec_env(spec, n_envs=1, seed=seed)
+        earlier_wall = 0.0
+        if resume:
+            model, saved, meta = load_training_state(SAC, state_dir, venv, expect=identity)
+            snapshots.snapshots = [Snapshot(**snapshot) for snapshot in saved]
+            earlier_wall = float(meta.get("wall_s", 0.0))
+            print(f"resuming {spec.name} from step {model.num_timesteps} ({state_dir})", flush=True)
+        else:
+            if (state_dir / META).exists():
+                try:
+                    step = f"step {read_meta(state_dir).get('num_timesteps')}"
+                except TrainingStateError:  # a damaged state cannot be resumed: starting afresh is the fix
+                    step = "damaged"
+                warnings.warn(
+                    f"starting {spec.name} afresh: its saved training state in {state_dir} ({step}) will "
+                    "be replaced; pass --resume to continue it",
+                    stacklevel=3,
+                )
+            kwargs = dict(config.get("policy_kwargs", {}))
+            model = SAC("MlpPolicy", venv, policy_kwargs=kwargs, seed=seed, device="cpu", **config["sac"])
+        saver = SaveTrainingState(
+            state_dir,
+            SAVE_STATE_EVERY,
+            meta=lambda: {**identity, "wall_s": earlier_wall + time.time() - start},
+            extra=lambda: [asdict(snapshot) for snapshot in snapshots.snapshots],
+        )
+        callbacks: list[BaseCallback] = [snapshots, saver]
+        if stop_return is not None:
+            callbacks.append(_stop_at_return(spec, stop_return, seed))
+        if max_minutes is not None:
+            callbacks.append(_StopAtWallTime(60.0 * max_minutes))
+        try:
+            remaining = max(steps - model.num_timesteps, 0)
+            model.learn(remaining, callback=callbacks, progress_bar=False, reset_num_timesteps=not resume)
+        except KeyboardInterrupt:
+            # hours of SAC training are not thrown away: Ctrl-C ends training like max_minutes does
+            print(f"interrupted at step {model.num_timesteps}: saving the policies reached", flush=True)
+        saver.save()
+        return model, snapshots.snapshots, earlier_wall + time.time() - start
+    if resume:
+        raise OracleError("--resume is supported for SAC oracles only (PPO runs take minutes)")
+    if stop_return is not None or max_minutes is not None:
+        raise OracleError("stop_return and max_minutes are supported for SAC oracles only")
+
+    ppo_config = load_agent_config("ppo", spec.name, {"ppo": config.get("ppo", {})})
+    agent = _SnapshottingPPO(spec, ppo_config, snapshots, seed)
+    agent.learn(steps, 0, callback=None)
+    return agent.model, snapshots.snapshots, time.time() - start
+
+
+def _policy_kwargs_of(spec: EnvSpec, algo: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The (serialisable) policy kwargs the expert was built with."""
+    if algo == "sac":
+        return dict(config.get("policy_kwargs", {}))
+    return dict(load_agent_config("ppo", spec.name).get("policy_kwargs", {}))
+
+
+def _pick_levels(returns: list[float], r_random: float, r_expert: float, n_levels: int) -> list[int]:
+    """Indices of snapshots whose returns are closest to ``n_levels`` evenly spaced targets.
+
+    Targets run from 10% to 90% of the way from random to expert, so the levels span the skill range.
+    """
+    targets = r_random + np.linspace(0.1, 0.9, n_levels) * (r_expert - r_random)
+    chosen: list[int] = []
+    for target in targets:
+        order = np.argsort(np.abs(np.asarray(returns) - target))
+        pick = next((int(i) for i in order if int(i) not in chosen), int(order[0]))
+        chosen.append(pick)
+    return sorted(set(chosen), key=lambda i: returns[i])
+
+
+def train_oracle(
+    env: str,
+    steps: int | None = None,
+    seed: int = 0,
+    algo: str | None = None,
+    out: Path | None = None,
+    n_levels: int = 5,
+    eval_episodes: int = 20,
+    update_spec: bool = True,
+    verbose: bool = True,
+    stop_return: float | None = None,
+    max_minutes: float | None = None,
+    resume: bool = False,
+    state_dir: Path | None = None,
+    value_correction: dict[str, Any] | None = None,
+) -> Path:
+    """Train an expert on the true reward, save it with skill-level checkpoints, record R_random/R_oracle.
+
+    Hyperparameters come from ``agents/oracle.yaml`` (defaults + per-env overrides). With ``stop_return``
+    (argument, else the config's ``stop_return``) a SAC run ends early once a 5-episode evaluation reaches
+    that mean return; with ``max_minutes`` it ends after that much wall time (the skill levels and the
+    expert are then picked from what was reached). A SAC run keeps a resumable state (model, replay buffer,
+    snapshots) in ``state_dir`` (default :func:`default_state_dir`); ``resume=True`` continues it up to
+    ``steps`` in total, so an interrupted or capped run is not started over. The expert's value function
+    then gets its Monte-Carlo correction (:func:`correct_value`; settings: the config's ``value_correction``,
+    updated by the ``value_correction`` argument; ``value_correction: false`` in the config skips it).
+    Returns the folder.
+    """
+    th.set_num_threads(1)
+    spec = load_env_spec(env)
+    config = load_oracle_config(spec.name)
+    algo = (algo or config["algo"]).lower()
+    if algo not in ALGOS:
+        raise OracleError(f"unknown oracle algo '{algo}'; choose from {sorted(ALGOS)}")
+    steps = int(steps or config["total_steps"])
+    if stop_return is None and algo == "sac":
+        stop_return = config.get("stop_return")
+    hyper = dict(config.get(algo, {}))
+    out = Path(out) if out else oracle_dir(spec)
+    out.mkdir(parents=True, exist_ok=True)
+
+    model, snapshots, wall = _train(
+        spec, algo, config, steps, seed, stop_return, max_minutes, state_dir=state_dir, resume=resume
+    )
+
+    def evaluate_snapshot(snapshot: Snapshot, episodes: int) -> tuple[float, float]:
+        model.policy.load_state_dict(snapshot.state)
+        norm = {k: v.numpy() for k, v in snapshot.norm.items()}
+        return evaluate_policy(
+            lambda o: model.predict(normalise_obs(o, norm), deterministic=True)[0],
+            spec,
+            n_episodes=episodes,
+            seed=seed + 10_000,
+        )
+
+    final = _snapshot(model, model.num_timesteps)
+    if not snapshots or snapshots[-1].step != final.step:
+        snapshots.append(final)  # a run stopped early ends between snapshots; its last policy is a level too
+    rng = np.random.default_rng(seed)
+    low, high = spec.action_space.low, spec.action_space.high
+    r_random, r_random_std = evaluate_policy(
+        lambda o: rng.uniform(low, high, size=(len(o), *low.shape)),
+        spec,
+        n_episodes=eval_episodes,
+        seed=seed + 20_000,
+    )
+    screen_episodes = min(eval_episodes, SCREEN_EPISODES)
+    quick = [evaluate_snapshot(snapshot, screen_episodes)[0] for snapshot in snapshots]
+    r_expert, r_expert_std = evaluate_snapshot(final, eval_episodes)
+    expert_snapshot = final
+    # the expert is the better of the final policy and the best snapshot (training can regress late)
+    best = int(np.argmax(quick)) if quick else -1
+    if best >= 0 and quick[best] > r_expert:
+        cand_ret, cand_std = evaluate_snapshot(snapshots[best], eval_episodes)
+        if cand_ret > r_expert:
+            expert_snapshot, r_expert, r_expert_std = snapshots[best], cand_ret, cand_std
+    _save_weights(expert_snapshot, out / "expert.pt", actor_only=False)
+    expert = CheckpointInfo("expert", expert_snapshot.step, r_expert, r_expert_std, "expert.pt")
+
+    levels: list[CheckpointInfo] = []
+    measured = []
+    for index in _pick_levels(quick, r_random, r_expert, n_levels):
+        mean, std = evaluate_snapshot(snapshots[index], min(eval_episodes, 10))
+        measured.append((mean, std, index))
+    # the short screen can misorder levels of a high-variance env (Ant: +-900 per episode), so the levels
+    # are named by their measured return, worst first
+    for rank, (mean, std, index) in enumerate(sorted(measured)):
+        file = f"level{rank}.pt"
+        _save_weights(snapshots[index], out / file, actor_only=True)
+        levels.append(CheckpointInfo(f"level{rank}", snapshots[index].step, mean, std, file))
+
+    manifest = OracleManifest(
+        env=spec.name,
+        algo=algo,
+        policy_kwargs=_policy_kwargs_of(spec, algo, config),
+        hyperparams=hyper,
+        gamma=float(model.gamma),
+        seed=seed,
+        train_steps=int(model.num_timesteps),
+        command=f"prefrl oracle train --env {spec.name} --steps {steps} --seed {seed} --algo {algo}"
+        + (f" --stop-return {stop_return:g}" if stop_return is not None else "")
+        + (f" --max-minutes {max_minutes:g}" if max_minutes is not None else "")
+        + (" --resume" if resume else ""),
+        random_return=r_random,
+        random_return_std=r_random_std,
+        oracle_return=r_expert,
+        oracle_return_std=r_expert_std,
+        eval_episodes=eval_episodes,
+        expert=expert,
+        levels=levels,
+        train_wall_s=wall,
+    )
+    manifest.save(out)
+    if config.get("value_correction") is not False:
+        manifest = correct_value(spec, out, verbose=False, **(value_correction or {}))
+    else:
+        (out / CORRECTION_FILE).unlink(missing_ok=True)
+        forget_oracle(out)
+        manifest.value_quality = value_quality(load_oracle(spec, out))
+        manifest.save(out)
+    if update_spec:
+        record_normalisation(spec, r_random, r_expert)
+    if verbose:
+        print(
+            f"{spec.name}: oracle {algo} {r_expert:.1f} +- {r_expert_std:.1f}, random {r_random:.1f}, "
+            f"levels {[round(level.mean_return, 1) for level in levels]}, V quality "
+            f"{manifest.value_quality}, {wall:.0f}s -> {out}"
+        )
+    return out
+
+
+def correct_value(
+    env: str | EnvSpec, directory: Path | None = None, verbose: bool = True, **fit_kwargs: Any
+) -> OracleManifest:
+    """Fit the Monte-Carlo value correction of an oracle and record it with its effect on ``value_quality``.
+
+    The fit's settings are the env's ``value_correction`` in agents/oracle.yaml, updated by ``fit_kwargs``
+    (arguments of :func:`prefrl.oracle.value_correction.fit_value_correction`: episodes, steps, ...).
+    An accepted correction is written to ``value_correction.pt``; a rejected one removes any old file, so
+    ``V*`` is then the plain critic. The manifest records the fit report and the re-measured
+    ``value_quality`` (held-out states never used by the fit). Returns the updated manifest.
+    """
+    spec = load_env_spec(env) if isinstance(env, str) else env
+    directory = Path(directory) if directory else oracle_dir(spec)
+    forget_oracle(directory)
+    manifest = read_manifest(spec, directory)
+    # the fit starts from the plain critic, so a missing or damaged old correction does not stop it
+    oracle = Oracle(spec, replace(manifest, value_correction=None), directory)
+    settings = load_oracle_config(spec.name).get("value_correction") or {}
+    settings = {**settings, **fit_kwargs}
+    check_keys(settings, CORRECTION_KEYS, "value correction settings")
+    correction, report = fit_value_correction(oracle, **settings)
+    # every argument the fit ran with (defaults included, so a later change of a default does not make
+    # the record wrong): what reproduces this fit
+    manifest.value_correction = {**report.to_dict(), "settings": {**CORRECTION_DEFAULTS, **settings}}
+    (directory / CORRECTION_FILE).unlink(missing_ok=True)
+    if report.accepted:
+        save_value_correction(directory, correction)
+    manifest.save(directory)  # file and manifest agree even if the quality check below is cut short
+    manifest.value_quality = value_quality(Oracle(spec, manifest, directory))
+    manifest.save(directory)
+    forget_oracle(directory)
+    if verbose:
+        verdict = "accepted" if report.accepted else "rejected (no gain over the plain critic)"
+        before, after = report.validation_spearman_critic, report.validation_spearman_corrected
+        print(
+            f"{spec.name}: value correction {verdict}; validation Spearman {before:.3f} -> {after:.3f}; "
+            f"held-out value quality {manifest.value_quality}"
+        )
+    return manifest
