@@ -89,6 +89,9 @@ def load_agent_config(
     if overrides:
         validate_config(overrides, schema, f"overrides for agent '{agent_name}'")
         config = deep_update(config, overrides)
+    # typed sections: every default filled in (so config.yaml shows what ran), every value checked now
+    for name, section in cls.parse_sections(config).items():
+        config[name] = section.to_dict()
     return config
 
 

@@ -37,27 +37,29 @@ import os
 import time
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from prefrl.envs import EnvSpec, load_env_spec
-from prefrl.errors import DatasetError, OracleError
+from prefrl.errors import DatasetError, OracleError, SpecError
 from prefrl.evaluation import episode_returns
 from prefrl.oracle import load_oracle, oracle_dir
 from prefrl.oracle.loading import MANIFEST
 from prefrl.raters import make_rater
 from prefrl.segments import collect_segments, sample_pairs, validate_segments
+from prefrl.spec_utils import ConfigSection
 from prefrl.types import PreferenceBatch, SegmentBatch
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "DATASET_FORMAT",
+    "DatasetConfig",
     "DatasetError",
     "PreferenceDataset",
     "build_dataset",
@@ -84,6 +86,46 @@ _REQUIRED_KEYS = (*_SEGMENT_KEYS, "pairs", "labels", "provenance")
 # --------------------------------------------------------------------------------------------------
 # The loaded dataset
 # --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetConfig(ConfigSection):
+    """How an offline dataset is built (the ``dataset:`` section of cpl / bc; ``prefrl dataset build``).
+
+    These are the defaults of :func:`build_dataset` and of the command line.
+    """
+
+    #: an existing dataset file to use instead of building one
+    path: str | None = None
+    #: episodes rolled out, split evenly over the oracle's checkpoints (skill levels and expert)
+    episodes: int = 500
+    #: Gaussian action-noise std as a fraction of the action half-range
+    noise: float = 0.3
+    #: steps per segment ``H``
+    segment: int = 64
+    #: dense | sparse | a number of random pairs
+    pairs: Literal["dense", "sparse"] | int = "dense"
+    #: dense pairing: pairs each segment takes part in
+    pairs_per_segment: int = 8
+    #: the dataset's seed (fixed: every run seed trains on the same data)
+    seed: int = 0
+    #: parallel envs of the rollouts
+    n_envs: int = 8
+    #: episodes per checkpoint measuring its noisy return (provenance only)
+    return_episodes: int = 10
+
+    def validate(self, where: str) -> None:
+        if isinstance(self.pairs, int) and self.pairs < 1:
+            raise SpecError(f"{where}.pairs: the number of pairs must be >= 1, got {self.pairs}")
+
+    def build_kwargs(self) -> dict[str, Any]:
+        """The arguments of :func:`build_dataset` (everything but ``path``)."""
+        kwargs = asdict(self)
+        kwargs.pop("path")
+        return kwargs
+
+
+_DEFAULTS = DatasetConfig()
 
 
 @dataclass(frozen=True)
@@ -293,16 +335,16 @@ def _prefrl_version() -> str | None:
 def build_dataset(
     env: EnvSpec | str,
     rater: Any,
-    episodes: int = 500,
-    noise: float = 0.3,
-    segment: int = 64,
-    pairs: str | int = "dense",
-    pairs_per_segment: int = 8,
-    seed: int = 0,
+    episodes: int = _DEFAULTS.episodes,
+    noise: float = _DEFAULTS.noise,
+    segment: int = _DEFAULTS.segment,
+    pairs: str | int = _DEFAULTS.pairs,
+    pairs_per_segment: int = _DEFAULTS.pairs_per_segment,
+    seed: int = _DEFAULTS.seed,
     out: str | Path | None = None,
     directory: str | Path | None = None,
-    n_envs: int = 8,
-    return_episodes: int = 10,
+    n_envs: int = _DEFAULTS.n_envs,
+    return_episodes: int = _DEFAULTS.return_episodes,
     rebuild: bool = False,
 ) -> Path:
     """Build (or reuse from the cache) an offline preference dataset; return its ``.npz`` path.

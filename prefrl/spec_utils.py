@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Self, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -100,3 +102,75 @@ def parse_value(raw: str) -> int | float | bool | str:
         return float(raw)
     except ValueError:
         return raw.strip()
+
+
+# --------------------------------------------------------------------------------------------------
+# Typed config sections
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConfigSection:
+    """Base of a typed, frozen config section: one field per key, its default the only default.
+
+    A subclass is a ``@dataclass(frozen=True)`` whose fields are the section's keys, each with its type,
+    its default and a ``#:`` comment saying what it is. :meth:`from_mapping` builds one from the merged
+    YAML (defaults < per-env entry < user overrides): unknown keys fail with a spelling hint, values are
+    checked against the field types (ints are accepted where floats are; a ``Literal`` lists the allowed
+    strings), and :meth:`validate` checks ranges. Code reads typed attributes, never casts.
+    """
+
+    def validate(self, where: str) -> None:
+        """Range and consistency checks of the typed values; raise :class:`SpecError` naming ``where``."""
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """The section's keys, in declaration order."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None, where: str) -> Self:
+        """The section from a (partial) mapping; missing keys take the field defaults."""
+        data = {} if data is None else data
+        check_keys(data, cls.keys(), where)
+        hints = get_type_hints(cls)
+        values = {key: _typed(value, hints[key], f"{where}.{key}") for key, value in data.items()}
+        section = cls(**values)
+        section.validate(where)
+        return section
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (lists for tuples), as stored in a run's config.yaml."""
+        return {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(self).items()}
+
+
+def _typed(value: Any, kind: Any, where: str) -> Any:
+    """``value`` checked against the annotation ``kind`` (and converted: int -> float, list -> tuple)."""
+    origin, args = get_origin(kind), get_args(kind)
+    if origin in (UnionType, Union):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _typed(value, option, where)
+            except SpecError as e:
+                errors.append(str(e))
+        raise SpecError(errors[0] if len(errors) == 1 else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            allowed = [str(a) for a in args]
+            raise SpecError(
+                f"{where}: unknown value {value!r}{suggest(str(value), allowed)}; one of {', '.join(allowed)}"
+            )
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise SpecError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        return tuple(_typed(item, args[0], where) for item in value)
+    if kind is Any:
+        return value
+    if kind is float and isinstance(value, str):
+        try:  # PyYAML 1.1 reads "3e-4" (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    return check_type(value, kind, where)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from prefrl.errors import ConfigError
+from prefrl.spec_utils import ConfigSection
 
 if TYPE_CHECKING:
     from prefrl.envs import EnvSpec
@@ -68,6 +69,9 @@ class Agent(ABC):
     requires_rater: ClassVar[bool] = False
     #: agent-specific top-level config keys -> allowed nested keys (``None``: free-form value)
     config_keys: ClassVar[Schema] = {}
+    #: typed config sections: top-level key -> its :class:`~prefrl.spec_utils.ConfigSection` (the one
+    #: source of the section's defaults; the agent YAML sets tuned values only)
+    config_sections: ClassVar[dict[str, type[ConfigSection]]] = {}
 
     def __init__(
         self,
@@ -99,7 +103,16 @@ class Agent(ABC):
         schema: Schema = {key: None for key in COMMON_DEFAULTS}
         schema["policy_kwargs"] = POLICY_KEYS
         schema.update(cls.config_keys)
+        schema.update({name: section.keys() for name, section in cls.config_sections.items()})
         return schema
+
+    @classmethod
+    def parse_sections(cls, config: Mapping[str, Any]) -> dict[str, ConfigSection]:
+        """The typed sections of ``config`` (defaults filled in), validated; errors name the key."""
+        return {
+            name: section.from_mapping(config.get(name), name)
+            for name, section in cls.config_sections.items()
+        }
 
     @abstractmethod
     def learn(self, total_steps: int, query_budget: int, callback: ProgressHook | None = None) -> None:

@@ -14,21 +14,27 @@ cloned segments' actions (for the fixed-variance policy: the squared error to th
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
-from prefrl.agents import register_agent
-from prefrl.agents.base import Schema
 from prefrl.agents.offline import OfflineAgent
+from prefrl.agents.registry import register_agent
 from prefrl.datasets import PreferenceDataset
-from prefrl.errors import SpecError
+from prefrl.spec_utils import ConfigSection
 
 __all__ = ["BCAgent", "cloned_segments"]
 
-BC_KEYS = ("data",)
-BC_DATA = ("preferred", "all")
+
+@dataclass(frozen=True)
+class BCConfig(ConfigSection):
+    """The ``bc:`` section."""
+
+    #: preferred: the preferred segment of every pair, both of a tie (the official sft ``pos`` data);
+    #: all: every segment of the labelled pairs once
+    data: Literal["preferred", "all"] = "preferred"
 
 
 def cloned_segments(pairs: np.ndarray, labels: np.ndarray, data: str = "preferred") -> np.ndarray:
@@ -51,13 +57,14 @@ class BCAgent(OfflineAgent):
     """Behaviour cloning of the preferred (or all) segments of an offline preference dataset."""
 
     name = "bc"
-    config_keys: ClassVar[Schema] = {**OfflineAgent.config_keys, "bc": BC_KEYS}
+    config_sections: ClassVar[dict[str, type[ConfigSection]]] = {
+        **OfflineAgent.config_sections,
+        "bc": BCConfig,
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.data = str((self.config.get("bc") or {}).get("data", "preferred"))
-        if self.data not in BC_DATA:
-            raise SpecError(f"bc.data must be one of {', '.join(BC_DATA)}, got {self.data!r}")
+        self.data = self.sections["bc"].data  # type: ignore[attr-defined]
 
     def setup_data(self, data: PreferenceDataset) -> int:
         prefs = data.preferences

@@ -24,22 +24,43 @@ with dropout 0.25 and a tanh output (see :mod:`prefrl.agents.offline`).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
-from prefrl.agents import register_agent
-from prefrl.agents.base import Schema
 from prefrl.agents.offline import OfflineAgent, mean_or_nan
+from prefrl.agents.registry import register_agent
 from prefrl.datasets import PreferenceDataset
 from prefrl.errors import SpecError
+from prefrl.spec_utils import ConfigSection
 
 __all__ = ["CPLAgent", "cpl_accuracy", "cpl_loss", "preferred_mask"]
 
-#: keys of the ``cpl`` config section
-CPL_KEYS = ("alpha", "lam", "bc_coeff", "bc_data", "bc_fraction")
-BC_DATA = ("all", "preferred")
+
+@dataclass(frozen=True)
+class CPLConfig(ConfigSection):
+    """The ``cpl:`` section (defaults: the official MetaWorld configs of jhejna/cpl)."""
+
+    #: temperature: ``A(seg) = alpha * sum_t log pi(a_t|s_t)``
+    alpha: float = 0.1
+    #: conservative bias ``lambda`` in (0, 1] (official contrastive_bias); 1 = symmetric loss
+    lam: float = 0.5
+    #: weight of ``mean(-log pi)`` added to the CPL loss after the warm-up
+    bc_coeff: float = 0.0
+    #: segments of the BC term (warm-up and bc_coeff): all | preferred
+    bc_data: Literal["all", "preferred"] = "all"
+    #: share of the gradient steps spent on the BC warm-up (official 200k / 500k)
+    bc_fraction: float = 0.4
+
+    def validate(self, where: str) -> None:
+        if self.alpha <= 0 or not 0 < self.lam <= 1:
+            raise SpecError(
+                f"{where}: need alpha > 0 and lam in (0, 1], got alpha={self.alpha}, lam={self.lam}"
+            )
+        if not 0.0 <= self.bc_fraction < 1.0:
+            raise SpecError(f"{where}.bc_fraction must lie in [0, 1), got {self.bc_fraction}")
 
 
 def _check_pair_shapes(logp1: torch.Tensor, logp2: torch.Tensor, y: torch.Tensor) -> None:
@@ -98,21 +119,16 @@ class CPLAgent(OfflineAgent):
     """
 
     name = "cpl"
-    config_keys: ClassVar[Schema] = {**OfflineAgent.config_keys, "cpl": CPL_KEYS}
+    config_sections: ClassVar[dict[str, type[ConfigSection]]] = {
+        **OfflineAgent.config_sections,
+        "cpl": CPLConfig,
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        cfg = {"alpha": 0.1, "lam": 0.5, "bc_coeff": 0.0, "bc_data": "all", "bc_fraction": 0.0}
-        cfg.update(self.config.get("cpl") or {})
-        self.alpha, self.lam = float(cfg["alpha"]), float(cfg["lam"])
-        self.bc_coeff, self.bc_fraction = float(cfg["bc_coeff"]), float(cfg["bc_fraction"])
-        self.bc_data = str(cfg["bc_data"])
-        if self.alpha <= 0 or not 0 < self.lam <= 1:
-            raise SpecError(f"cpl: need alpha > 0 and lam in (0, 1], got alpha={self.alpha}, lam={self.lam}")
-        if self.bc_data not in BC_DATA:
-            raise SpecError(f"cpl.bc_data must be one of {', '.join(BC_DATA)}, got {self.bc_data!r}")
-        if not 0.0 <= self.bc_fraction < 1.0:
-            raise SpecError(f"cpl.bc_fraction must lie in [0, 1), got {self.bc_fraction}")
+        cfg: CPLConfig = self.sections["cpl"]  # type: ignore[assignment]
+        self.alpha, self.lam = cfg.alpha, cfg.lam
+        self.bc_coeff, self.bc_fraction, self.bc_data = cfg.bc_coeff, cfg.bc_fraction, cfg.bc_data
         self.bc_steps = 0
 
     def setup_data(self, data: PreferenceDataset) -> int:

@@ -37,15 +37,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from prefrl.agents import register_agent
-from prefrl.agents.base import Schema
-from prefrl.agents.rm_ppo import FEEDBACK_DEFAULTS, REWARD_MODEL_DEFAULTS, RewardModelPPO
+from prefrl.agents.registry import register_agent
+from prefrl.agents.rm_ppo import (
+    FeedbackConfig,
+    RewardInputs,
+    RewardModelConfig,
+    RewardModelPPO,
+    Schedule,
+    Selection,
+)
 from prefrl.errors import SpecError
-from prefrl.spec_utils import suggest
+from prefrl.spec_utils import ConfigSection
 from prefrl.types import PreferenceBatch, SegmentBatch
 
 if TYPE_CHECKING:
@@ -54,43 +61,70 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: defaults of the ``heron:`` config section
-HERON_DEFAULTS: dict[str, Any] = {
-    "pairing": "state",  # state: single-state pairs inside minibatches (HERON's code) | segment
-    "pair_batch_size": 64,  # states per pairing minibatch (HERON: PPO's minibatch size)
-}
 
-PAIRINGS = ("state", "segment")
+@dataclass(frozen=True)
+class HeronConfig(ConfigSection):
+    """The ``heron:`` section."""
+
+    #: state: single-state pairs inside minibatches (HERON's code) | segment: segment pairs as in rm_ppo
+    pairing: Literal["state", "segment"] = "state"
+    #: states per pairing minibatch (HERON: PPO's minibatch size); the rater's std is taken over it
+    pair_batch_size: int = 64
+
+    def validate(self, where: str) -> None:
+        if self.pair_batch_size < 2:
+            raise SpecError(f"{where}.pair_batch_size must be >= 2, got {self.pair_batch_size}")
+
+
+@dataclass(frozen=True)
+class HeronFeedbackConfig(FeedbackConfig):
+    """rm_ppo's ``feedback:`` section with HERON's defaults: no budget schedule, the current rollout."""
+
+    #: HERON has no up-front batch
+    initial_query_share: float = 0.0
+    #: an equal share of the budget per rollout
+    schedule: Schedule = "constant"
+    #: used by pairing: segment only
+    selection: Selection = "uniform"
+    #: the current rollout only, as in HERON
+    pool_rollouts: int = 1
+
+
+@dataclass(frozen=True)
+class HeronRewardModelConfig(RewardModelConfig):
+    """rm_ppo's ``reward_model:`` section with HERON's defaults: one [256, 256] network on [obs, factors]."""
+
+    #: [obs, factors] as HERON's Pendulum code (its robotics code: obs only)
+    inputs: RewardInputs = "obs_factors"
+    #: HERON trains one network
+    ensemble_size: int = 1
+    #: MLP [256, 256] (ReLU, Adam 1e-3 as rm_ppo's defaults)
+    net_arch: tuple[int, ...] = (256, 256)
+    #: pairs per minibatch
+    batch_size: int = 256
+    #: HERON: one pass over the rollout; prefrl: one pass over the window below
+    epochs: int = 1
+    #: epochs of the first fit
+    initial_epochs: int = 5
+    #: the most recent ~2 rollouts of state pairs (HERON: the current rollout)
+    max_train_pairs: int | None = 8192
 
 
 @register_agent
 class HeronAgent(RewardModelPPO):
     """PPO on a reward model learned from HERON's hierarchical factor comparisons (see module docstring).
 
-    Config sections: ``heron`` (:data:`HERON_DEFAULTS`) plus rm_ppo's ``feedback`` and ``reward_model``,
+    Config sections: ``heron`` (:class:`HeronConfig`) plus rm_ppo's ``feedback`` and ``reward_model``,
     whose defaults here follow HERON (inputs ``[obs, factors]``, one [256, 256] network, constant query
     schedule). The rater should be ``hierarchical``; another rater works but is warned about.
     """
 
     name = "heron"
     requires_rater = True
-    config_keys: ClassVar[Schema] = {**RewardModelPPO.config_keys, "heron": tuple(HERON_DEFAULTS)}
-    feedback_defaults: ClassVar[dict[str, Any]] = {
-        **FEEDBACK_DEFAULTS,
-        "initial_query_share": 0.0,
-        "schedule": "constant",
-        "selection": "uniform",
-        "pool_rollouts": 1,
-    }
-    reward_model_defaults: ClassVar[dict[str, Any]] = {
-        **REWARD_MODEL_DEFAULTS,
-        "inputs": "obs_factors",
-        "ensemble_size": 1,
-        "net_arch": [256, 256],
-        "batch_size": 256,
-        "epochs": 1,
-        "initial_epochs": 5,
-        "max_train_pairs": 8192,
+    config_sections: ClassVar[dict[str, type[ConfigSection]]] = {
+        "feedback": HeronFeedbackConfig,
+        "reward_model": HeronRewardModelConfig,
+        "heron": HeronConfig,
     }
 
     def __init__(
@@ -101,14 +135,7 @@ class HeronAgent(RewardModelPPO):
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
-        self.heron = {**HERON_DEFAULTS, **dict(config.get("heron") or {})}
-        if self.heron["pairing"] not in PAIRINGS:
-            raise SpecError(
-                f"heron.pairing: unknown pairing '{self.heron['pairing']}'"
-                f"{suggest(str(self.heron['pairing']), PAIRINGS)}; one of {', '.join(PAIRINGS)}"
-            )
-        if int(self.heron["pair_batch_size"]) < 2:
-            raise SpecError(f"heron.pair_batch_size must be >= 2, got {self.heron['pair_batch_size']}")
+        self.heron: HeronConfig = HeronConfig.from_mapping(config.get("heron"), "heron")
         if rater is not None and rater.name != "hierarchical":
             logger.warning("heron is meant for the hierarchical rater, got '%s'", rater.name)
         super().__init__(env_spec, config, rater, seed, device)
@@ -116,13 +143,13 @@ class HeronAgent(RewardModelPPO):
     @property
     def segment_length(self) -> int:
         # single states are segments of one step
-        return 1 if self.heron["pairing"] == "state" else super().segment_length
+        return 1 if self.heron.pairing == "state" else super().segment_length
 
     def collect_preferences(self, pool: SegmentBatch, quota: int) -> PreferenceBatch | None:
         """State pairing: pair states inside random minibatches; label each minibatch on its own."""
-        if self.heron["pairing"] == "segment":
+        if self.heron.pairing == "segment":
             return super().collect_preferences(pool, quota)
-        n, size = len(pool), int(self.heron["pair_batch_size"])
+        n, size = len(pool), self.heron.pair_batch_size
         if n < 2:
             return None
         order = self.rng.permutation(n)

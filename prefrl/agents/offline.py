@@ -29,6 +29,7 @@ import math
 import time
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -36,40 +37,45 @@ import numpy as np
 import torch
 from torch import nn
 
-from prefrl.agents.base import Agent, PredictFn, Schema
-from prefrl.datasets import PreferenceDataset, build_dataset, load_dataset
+from prefrl.agents.base import Agent, PredictFn
+from prefrl.datasets import DatasetConfig, PreferenceDataset, build_dataset, load_dataset
 from prefrl.envs import EnvSpec, load_env_spec
 from prefrl.errors import SpecError
 from prefrl.networks import activation
 from prefrl.run_dir import read_run_config
+from prefrl.spec_utils import ConfigSection
 
 if TYPE_CHECKING:
     from prefrl.evaluation import ProgressHook
     from prefrl.raters.base import Rater
 
-#: keys of the ``dataset`` config section (arguments of :func:`prefrl.datasets.build_dataset`), plus
-#: ``path``: an existing dataset file to use instead of building one
-DATASET_KEYS = (
-    "path",
-    "episodes",
-    "noise",
-    "segment",
-    "pairs",
-    "pairs_per_segment",
-    "seed",
-    "n_envs",
-    "return_episodes",
-)
-#: keys of the ``offline`` config section (shared by every offline agent)
-OFFLINE_KEYS = (
-    "batch_size",
-    "learning_rate",
-    "lr_warmup_fraction",
-    "dropout",
-    "normalize_obs",
-    "action_eps",
-    "grad_clip",
-)
+
+@dataclass(frozen=True)
+class OfflineConfig(ConfigSection):
+    """The ``offline:`` section shared by every offline agent (defaults: the official CPL code)."""
+
+    #: minibatch size (CPL: pairs per gradient step; BC: segments)
+    batch_size: int = 96
+    #: Adam learning rate
+    learning_rate: float = 1.0e-4
+    #: linear learning-rate warm-up, as a share of the gradient steps (CPL: after its BC phase)
+    lr_warmup_fraction: float = 0.0
+    #: dropout after each hidden layer
+    dropout: float = 0.25
+    #: standardise observations with the dataset's mean and std (not in the official code)
+    normalize_obs: bool = False
+    #: actions rescaled to [-1, 1] are clipped to 1 - action_eps
+    action_eps: float = 1.0e-5
+    #: max gradient norm (None = no clipping, as the official code)
+    grad_clip: float | None = None
+
+    def validate(self, where: str) -> None:
+        if self.batch_size < 1:
+            raise SpecError(f"{where}.batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise SpecError(f"{where}.dropout must lie in [0, 1), got {self.dropout}")
+
+
 #: policy_kwargs keys the offline policy reads (net_arch, activation_fn, ortho_init)
 _POLICY_DEFAULTS: dict[str, Any] = {"net_arch": [512, 512], "activation_fn": "relu", "ortho_init": True}
 
@@ -141,7 +147,7 @@ def build_policy(env_spec: EnvSpec, config: Mapping[str, Any]) -> DeterministicT
         int(np.prod(env_spec.action_space.shape)),
         net_arch=net_arch,
         activation=activation_cls,
-        dropout=float((config.get("offline") or {}).get("dropout", 0.0)),
+        dropout=OfflineConfig.from_mapping(config.get("offline"), "offline").dropout,
         ortho_init=bool(kwargs["ortho_init"]),
     )
 
@@ -150,14 +156,18 @@ class OfflineAgent(Agent):
     """An agent that learns from a fixed labelled dataset by gradient steps (template for cpl and bc).
 
     Config: the common keys, ``policy_kwargs`` (``net_arch``, ``activation_fn``, ``ortho_init``),
-    ``offline`` (:data:`OFFLINE_KEYS`) and ``dataset`` (:data:`DATASET_KEYS`). Subclasses implement
+    ``offline`` (:class:`OfflineConfig`) and ``dataset`` (:class:`~prefrl.datasets.DatasetConfig`).
+    Subclasses implement
     :meth:`setup_data`, :meth:`num_batches_per_epoch` and :meth:`compute_loss`; they may override
     :meth:`on_step_start` (e.g. to switch phases and reset the optimiser).
     """
 
     name = "offline_template"
     requires_rater = True
-    config_keys: ClassVar[Schema] = {"offline": OFFLINE_KEYS, "dataset": DATASET_KEYS}
+    config_sections: ClassVar[dict[str, type[ConfigSection]]] = {
+        "offline": OfflineConfig,
+        "dataset": DatasetConfig,
+    }
 
     def __init__(
         self,
@@ -170,13 +180,9 @@ class OfflineAgent(Agent):
         super().__init__(env_spec, config, rater, seed, device)
         if not hasattr(env_spec.action_space, "low"):
             raise SpecError(f"offline agents need a Box action space; {env_spec.name} has none")
-        self.offline = dict(self.config.get("offline") or {})
-        for key in ("batch_size", "learning_rate"):
-            if key not in self.offline:
-                raise SpecError(f"agent '{self.name}': offline.{key} is not set (agents/{self.name}.yaml)")
-        self.batch_size = int(self.offline["batch_size"])
-        if self.batch_size < 1:
-            raise SpecError(f"offline.batch_size must be >= 1, got {self.batch_size}")
+        self.sections = self.parse_sections(self.config)
+        self.offline: OfflineConfig = self.sections["offline"]  # type: ignore[assignment]
+        self.batch_size = self.offline.batch_size
         self.generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)  # network initialisation and dropout masks
         low = np.asarray(env_spec.action_space.low, dtype=np.float32)
@@ -194,17 +200,17 @@ class OfflineAgent(Agent):
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """A fresh Adam over the policy's parameters (``offline.learning_rate``)."""
-        return torch.optim.Adam(self.policy.parameters(), lr=float(self.offline["learning_rate"]))
+        return torch.optim.Adam(self.policy.parameters(), lr=self.offline.learning_rate)
 
     # ---- data -----------------------------------------------------------------------------------
     def load_data(self, query_budget: int) -> PreferenceDataset:
         """The dataset (``dataset.path``, else built or cached), cut to ``query_budget`` pairs."""
-        cfg = dict(self.config.get("dataset") or {})
-        path = cfg.pop("path", None)
+        cfg: DatasetConfig = self.sections["dataset"]  # type: ignore[assignment]
+        path = cfg.path
         if path is None:
             if self.rater is None:
                 raise SpecError(f"agent '{self.name}' needs a rater to label its dataset")
-            path = build_dataset(self.env_spec, self.rater, **cfg)
+            path = build_dataset(self.env_spec, self.rater, **cfg.build_kwargs())
         data = load_dataset(path, self.env_spec)
         return data.take(query_budget) if query_budget > 0 else data
 
@@ -213,7 +219,7 @@ class OfflineAgent(Agent):
 
     def normalised_actions(self, act: np.ndarray) -> torch.Tensor:
         """Env actions ``[..., act_dim]`` -> ``[-1, 1]``, clipped to ``1 - action_eps`` (official)."""
-        lim = 1.0 - float(self.offline.get("action_eps", 1e-5))
+        lim = 1.0 - self.offline.action_eps
         return self.to_tensor(np.clip((act - self._act_mid) / self._act_half, -lim, lim))
 
     def epoch_batches(self, num_items: int) -> Iterator[torch.Tensor]:
@@ -236,24 +242,24 @@ class OfflineAgent(Agent):
 
     def learning_rate_scale(self, step: int, total_steps: int) -> float:
         """Multiplier of ``offline.learning_rate`` at ``step``: linear warm-up over ``lr_warmup_fraction``."""
-        warmup = float(self.offline.get("lr_warmup_fraction", 0.0)) * total_steps
+        warmup = self.offline.lr_warmup_fraction * total_steps
         return 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
 
     # ---- Agent API --------------------------------------------------------------------------------
     def learn(self, total_steps: int, query_budget: int, callback: ProgressHook | None = None) -> None:
         self.total_steps, self.query_budget = int(total_steps), int(query_budget)
         self.dataset = self.load_data(self.query_budget)
-        if self.offline.get("normalize_obs", False):
+        if self.offline.normalize_obs:
             obs = self.dataset.segments.obs.reshape(-1, self.dataset.segments.obs.shape[-1])
             self.policy.set_obs_normalisation(obs.mean(axis=0), obs.std(axis=0))
         batches = self.epoch_batches(self.setup_data(self.dataset))
-        grad_clip = self.offline.get("grad_clip")
+        grad_clip = self.offline.grad_clip
         eval_freq = int(self.config["eval_freq"])
         self._evaluate(callback)
         start = time.perf_counter()
         for step in range(self.total_steps):
             self.on_step_start(step, self.total_steps)
-            lr = float(self.offline["learning_rate"]) * self.learning_rate_scale(step, self.total_steps)
+            lr = self.offline.learning_rate * self.learning_rate_scale(step, self.total_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.policy.train()

@@ -3,8 +3,8 @@ compared with, and the normalised-score anchor)."""
 
 from __future__ import annotations
 
-from prefrl.agents import register_agent
 from prefrl.agents.on_policy import PPOAgent
+from prefrl.agents.registry import register_agent
 
 
 @register_agent

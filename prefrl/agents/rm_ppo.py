@@ -42,22 +42,22 @@ import logging
 import math
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.vec_env import VecEnv
 
-from prefrl.agents import register_agent
-from prefrl.agents.base import Schema
 from prefrl.agents.on_policy import PPOAgent
+from prefrl.agents.registry import register_agent
 from prefrl.errors import SpecError
-from prefrl.reward_model import RewardEnsemble, RewardModelTrainer, check_inputs, feature_dim
+from prefrl.reward_model import RewardEnsemble, RewardModelTrainer, feature_dim
 from prefrl.rollout import LearnedRewardVecEnvWrapper, RelabelRolloutBuffer, TrajectoryRecorder
 from prefrl.segments import sample_pairs
-from prefrl.spec_utils import deep_update, suggest
+from prefrl.spec_utils import ConfigSection, suggest
 from prefrl.types import PreferenceBatch, SegmentBatch
 
 if TYPE_CHECKING:
@@ -67,35 +67,81 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: defaults of the ``feedback:`` config section (how queries are scheduled, chosen and used)
-FEEDBACK_DEFAULTS: dict[str, Any] = {
-    "initial_query_share": 0.25,  # share of the budget asked after the first rollout
-    "schedule": "inverse",  # how the rest is spread: inverse | linear | constant (see module docstring)
-    "selection": "disagreement",  # uniform | disagreement
-    "candidate_factor": 10,  # disagreement: candidate pairs per query
-    "segment_length": None,  # H; None = the env spec's segment_length
-    "pool_rollouts": 2,  # segments of the last this-many rollouts are candidates
-    "relabel_rollout": True,  # recompute the finished rollout's rewards with the refitted model
-}
+Schedule = Literal["inverse", "linear", "constant"]
+Selection = Literal["uniform", "disagreement"]
+RewardInputs = Literal["obs", "obs_act", "obs_factors"]
 
-#: defaults of the ``reward_model:`` config section
-REWARD_MODEL_DEFAULTS: dict[str, Any] = {
-    "inputs": "obs_act",  # obs | obs_act | obs_factors
-    "ensemble_size": 3,
-    "net_arch": [64, 64],
-    "activation": "relu",
-    "learning_rate": 1.0e-3,
-    "weight_decay": 0.0,
-    "batch_size": 64,  # pairs per minibatch
-    "epochs": 1,  # epochs per refit (warm-started; the data grows slowly, so 1 epoch per rollout suffices)
-    "initial_epochs": 20,  # epochs of the first fit
-    "holdout_share": 0.1,  # labelled pairs held out for rm_accuracy
-    "bootstrap": True,  # each member on its own (Poisson) bootstrap resample
-    "max_train_pairs": None,  # train on the most recent pairs only; None = all
-}
 
-SCHEDULES = ("inverse", "linear", "constant")
-SELECTIONS = ("uniform", "disagreement")
+@dataclass(frozen=True)
+class FeedbackConfig(ConfigSection):
+    """The ``feedback:`` section: how queries are scheduled, chosen and used."""
+
+    #: share of the query budget asked after the first rollout (the initial, near-random policy)
+    initial_query_share: float = 0.25
+    #: how the rest is spread over the rollouts (see the module docstring)
+    schedule: Schedule = "inverse"
+    #: pair selection: uniform random pairs, or the largest ensemble disagreement among candidates
+    selection: Selection = "disagreement"
+    #: disagreement selection: candidate pairs drawn per query asked
+    candidate_factor: int = 10
+    #: steps per queried segment ``H``; ``None`` = the env spec's segment_length
+    segment_length: int | None = None
+    #: segments of the last this-many rollouts are the candidates
+    pool_rollouts: int = 2
+    #: recompute the finished rollout's rewards with the refitted model before the PPO update
+    relabel_rollout: bool = True
+
+    def validate(self, where: str) -> None:
+        if not 0.0 <= self.initial_query_share <= 1.0:
+            raise SpecError(f"{where}.initial_query_share must lie in [0, 1], got {self.initial_query_share}")
+        if self.candidate_factor < 1 or self.pool_rollouts < 1:
+            raise SpecError(f"{where}.candidate_factor and {where}.pool_rollouts must be >= 1")
+        if self.segment_length is not None and self.segment_length < 1:
+            raise SpecError(f"{where}.segment_length must be >= 1 or null, got {self.segment_length}")
+
+
+@dataclass(frozen=True)
+class RewardModelConfig(ConfigSection):
+    """The ``reward_model:`` section: the Bradley-Terry ensemble and its incremental refits."""
+
+    #: what the model sees per step: obs | obs_act (Christiano et al.) | obs_factors (HERON)
+    inputs: RewardInputs = "obs_act"
+    #: ensemble members ``K``
+    ensemble_size: int = 3
+    #: hidden layer sizes of each member
+    net_arch: tuple[int, ...] = (64, 64)
+    #: hidden activation (a name of prefrl.networks.ACTIVATIONS)
+    activation: str = "relu"
+    #: Adam learning rate
+    learning_rate: float = 1.0e-3
+    #: Adam L2 penalty
+    weight_decay: float = 0.0
+    #: pairs per minibatch
+    batch_size: int = 64
+    #: warm-started epochs per refit (the data grows slowly, so one epoch per rollout suffices)
+    epochs: int = 1
+    #: epochs of the first fit
+    initial_epochs: int = 20
+    #: share of the labelled pairs held out for rm_accuracy
+    holdout_share: float = 0.1
+    #: each member trains on its own (Poisson) bootstrap resample
+    bootstrap: bool = True
+    #: train on the most recent pairs only; ``None`` = all
+    max_train_pairs: int | None = None
+
+    def validate(self, where: str) -> None:
+        if self.ensemble_size < 1:
+            raise SpecError(f"{where}.ensemble_size must be >= 1, got {self.ensemble_size}")
+        if not 0.0 <= self.holdout_share < 1.0:
+            raise SpecError(f"{where}.holdout_share must lie in [0, 1), got {self.holdout_share}")
+        if self.batch_size < 1 or self.epochs < 0 or self.initial_epochs < 0:
+            raise SpecError(f"{where}: need batch_size >= 1 and epochs, initial_epochs >= 0")
+        if self.max_train_pairs is not None and self.max_train_pairs < 1:
+            raise SpecError(f"{where}.max_train_pairs must be >= 1 or null, got {self.max_train_pairs}")
+
+
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+SELECTIONS: tuple[str, ...] = get_args(Selection)
 
 
 def query_schedule(budget: int, num_rollouts: int, initial_share: float, kind: str = "inverse") -> np.ndarray:
@@ -122,29 +168,22 @@ def query_schedule(budget: int, num_rollouts: int, initial_share: float, kind: s
     return allowance
 
 
-def _section(config: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
-    return deep_update(dict(defaults), dict(config.get(name) or {}))
-
-
 @register_agent
 class RewardModelPPO(PPOAgent):
     """PPO on a Bradley-Terry reward-model ensemble refitted from rater queries on a schedule.
 
-    Config sections (beyond :class:`~prefrl.agents.base.PPOAgent`'s): ``feedback`` (see
-    :data:`FEEDBACK_DEFAULTS`) and ``reward_model`` (see :data:`REWARD_MODEL_DEFAULTS`). With observation
+    Config sections (beyond :class:`~prefrl.agents.on_policy.PPOAgent`'s): ``feedback``
+    (:class:`FeedbackConfig`) and ``reward_model`` (:class:`RewardModelConfig`). With observation
     normalisation (``normalize``), the reward normalisation of ``VecNormalize`` is switched off: the
     learned reward is already normalised by the reward wrapper.
     """
 
     name = "rm_ppo"
     requires_rater = True
-    config_keys: ClassVar[Schema] = {
-        "feedback": tuple(FEEDBACK_DEFAULTS),
-        "reward_model": tuple(REWARD_MODEL_DEFAULTS),
+    config_sections: ClassVar[dict[str, type[ConfigSection]]] = {
+        "feedback": FeedbackConfig,
+        "reward_model": RewardModelConfig,
     }
-    #: defaults of this agent's sections (subclasses override)
-    feedback_defaults: ClassVar[dict[str, Any]] = FEEDBACK_DEFAULTS
-    reward_model_defaults: ClassVar[dict[str, Any]] = REWARD_MODEL_DEFAULTS
 
     def __init__(
         self,
@@ -155,9 +194,11 @@ class RewardModelPPO(PPOAgent):
         device: str = "cpu",
     ) -> None:
         config = dict(config)
-        self.feedback = _section(config, "feedback", self.feedback_defaults)
-        self.rm_config = _section(config, "reward_model", self.reward_model_defaults)
-        self._check_config()
+        sections = self.parse_sections(config)
+        self.feedback: FeedbackConfig = sections["feedback"]  # type: ignore[assignment]
+        self.rm_config: RewardModelConfig = sections["reward_model"]  # type: ignore[assignment]
+        if self.feedback.selection == "disagreement" and self.rm_config.ensemble_size < 2:
+            raise SpecError("feedback.selection 'disagreement' needs reward_model.ensemble_size >= 2")
         normalize = config.get("normalize", False)
         if normalize:
             # the learned reward is normalised by the wrapper; VecNormalize must not rescale it again
@@ -172,36 +213,16 @@ class RewardModelPPO(PPOAgent):
         assert isinstance(buffer, RelabelRolloutBuffer)
         # attached, not passed to PPO, so the hook is never pickled with the model
         buffer.relabel_hook = self._on_rollout_complete
-        self._pool: deque[SegmentBatch] = deque(maxlen=int(self.feedback["pool_rollouts"]))
+        self._pool: deque[SegmentBatch] = deque(maxlen=self.feedback.pool_rollouts)
         self._allowance = np.zeros(1, dtype=np.int64)
         self._rollout = 0
         self.reward_corr = float("nan")
 
-    # ---- configuration ----------------------------------------------------------------------------
-    def _check_config(self) -> None:
-        fb, rm = self.feedback, self.rm_config
-        if fb["selection"] not in SELECTIONS:
-            raise SpecError(
-                f"feedback.selection: unknown selection mode '{fb['selection']}'"
-                f"{suggest(str(fb['selection']), SELECTIONS)}; one of {', '.join(SELECTIONS)}"
-            )
-        if fb["selection"] == "disagreement" and int(rm["ensemble_size"]) < 2:
-            raise SpecError("feedback.selection 'disagreement' needs reward_model.ensemble_size >= 2")
-        if fb["schedule"] not in SCHEDULES:
-            query_schedule(1, 1, 0.0, fb["schedule"])  # raises the error with a hint
-        if not 0.0 <= float(fb["initial_query_share"]) <= 1.0:
-            raise SpecError(
-                f"feedback.initial_query_share must lie in [0, 1], got {fb['initial_query_share']}"
-            )
-        if int(fb["candidate_factor"]) < 1 or int(fb["pool_rollouts"]) < 1:
-            raise SpecError("feedback.candidate_factor and feedback.pool_rollouts must be >= 1")
-        check_inputs(rm["inputs"])
-
     @property
     def segment_length(self) -> int:
         """Steps per queried segment ``H``."""
-        h = self.feedback["segment_length"]
-        return int(self.env_spec.segment_length if h is None else h)
+        h = self.feedback.segment_length
+        return self.env_spec.segment_length if h is None else h
 
     # ---- PPOAgent hooks ---------------------------------------------------------------------------
     def wrap_env(self, venv: VecEnv) -> VecEnv:
@@ -210,23 +231,23 @@ class RewardModelPPO(PPOAgent):
         obs_dim = int(np.prod(venv.observation_space.shape))
         act_dim = int(np.prod(venv.action_space.shape))
         self.reward_model = RewardEnsemble(
-            inputs=rm["inputs"],
-            input_dim=feature_dim(rm["inputs"], obs_dim, act_dim, self.env_spec.num_factors),
-            num_members=int(rm["ensemble_size"]),
-            net_arch=list(rm["net_arch"]),
-            activation=rm["activation"],
+            inputs=rm.inputs,
+            input_dim=feature_dim(rm.inputs, obs_dim, act_dim, self.env_spec.num_factors),
+            num_members=rm.ensemble_size,
+            net_arch=list(rm.net_arch),
+            activation=rm.activation,
             seed=self.seed,
         )
         self.reward_model.eval()
         self.trainer = RewardModelTrainer(
             self.reward_model,
-            learning_rate=float(rm["learning_rate"]),
-            batch_size=int(rm["batch_size"]),
-            epochs=int(rm["epochs"]),
-            holdout_share=float(rm["holdout_share"]),
-            bootstrap=bool(rm["bootstrap"]),
-            max_train_pairs=None if rm["max_train_pairs"] is None else int(rm["max_train_pairs"]),
-            weight_decay=float(rm["weight_decay"]),
+            learning_rate=rm.learning_rate,
+            batch_size=rm.batch_size,
+            epochs=rm.epochs,
+            holdout_share=rm.holdout_share,
+            bootstrap=rm.bootstrap,
+            max_train_pairs=rm.max_train_pairs,
+            weight_decay=rm.weight_decay,
             rng=np.random.default_rng([self.seed, 1]),
         )
         self.recorder = TrajectoryRecorder(venv, self.segment_length)
@@ -251,9 +272,7 @@ class RewardModelPPO(PPOAgent):
         rollout_size = int(self.model.n_steps) * self.venv.num_envs
         num_rollouts = max(1, math.ceil(int(total_steps) / rollout_size))
         fb = self.feedback
-        self._allowance = query_schedule(
-            int(query_budget), num_rollouts, float(fb["initial_query_share"]), fb["schedule"]
-        )
+        self._allowance = query_schedule(int(query_budget), num_rollouts, fb.initial_query_share, fb.schedule)
         self._rollout = 0
         self.reward_env.clear_log()
         super().learn(total_steps, query_budget, callback)
@@ -275,7 +294,7 @@ class RewardModelPPO(PPOAgent):
             if prefs is not None and len(prefs):
                 first_fit = self.trainer.num_fits == 0
                 self.trainer.add(prefs)
-                self.trainer.fit(int(self.rm_config["initial_epochs"]) if first_fit else None)
+                self.trainer.fit(self.rm_config.initial_epochs if first_fit else None)
                 refitted = True
         self._rollout += 1
 
@@ -288,7 +307,7 @@ class RewardModelPPO(PPOAgent):
             )
         learned = self.reward_model.predict_mean(log.features)  # [T, n_envs]
         self.reward_corr = _pearson(learned, log.true_rewards)
-        if not refitted or not self.feedback["relabel_rollout"]:
+        if not refitted or not self.feedback.relabel_rollout:
             return np.zeros_like(log.rewards)
         # the normaliser restarts on the new model's rewards for this rollout: statistics of the old
         # model's outputs do not describe the new one
@@ -306,9 +325,9 @@ class RewardModelPPO(PPOAgent):
 
     def select_pairs(self, pool: SegmentBatch, quota: int) -> np.ndarray:
         """``[quota, 2]`` pairs of distinct segments of ``pool``, uniform or by ensemble disagreement."""
-        if self.feedback["selection"] == "uniform" or self.trainer.num_fits == 0:
+        if self.feedback.selection == "uniform" or self.trainer.num_fits == 0:
             return sample_pairs(len(pool), quota, self.rng)
-        candidates = sample_pairs(len(pool), quota * int(self.feedback["candidate_factor"]), self.rng)
+        candidates = sample_pairs(len(pool), quota * self.feedback.candidate_factor, self.rng)
         probs = self.reward_model.preference_probabilities(self.reward_model.features(pool), candidates)
         disagreement = probs.std(axis=0)
         # stable sort: ties (e.g. identical candidates) keep the random order of the candidates

@@ -37,18 +37,19 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.vec_env import VecEnv
 
-from prefrl.agents import register_agent
-from prefrl.agents.base import Schema
 from prefrl.agents.on_policy import PPOAgent
+from prefrl.agents.registry import register_agent
 from prefrl.agents.self_play import TrajectoryQueue, sample_opponents, win_rates
 from prefrl.errors import SpecError
 from prefrl.rollout import RelabelRolloutBuffer, RolloutRecorder, cut_trajectories, spread_over_steps
+from prefrl.spec_utils import ConfigSection
 from prefrl.types import SegmentBatch
 
 if TYPE_CHECKING:
@@ -57,14 +58,27 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: defaults of the ``spo:`` config section
-SPO_DEFAULTS: dict[str, Any] = {
-    "segment_length": None,  # trajectory length H; None = the env spec's segment_length
-    "num_opponents": 8,  # K comparisons started by each trajectory
-    "queue_size": 160,  # trajectories kept from earlier rollouts as extra opponents (0 = current only)
-    "centre": False,  # reward (w - 0.5) / H instead of w / H
-    "bootstrap_timeouts": True,  # keep SB3's gamma * V(terminal_obs) at time-limit truncations
-}
+
+@dataclass(frozen=True)
+class SPOConfig(ConfigSection):
+    """The ``spo:`` section."""
+
+    #: trajectory length ``H``; ``None`` = the env spec's segment_length
+    segment_length: int | None = None
+    #: ``K``: comparisons started by each trajectory
+    num_opponents: int = 8
+    #: trajectories kept from earlier rollouts as extra opponents (0 = the current rollout only)
+    queue_size: int = 160
+    #: reward ``(w - 0.5) / H`` instead of ``w / H``
+    centre: bool = False
+    #: keep SB3's ``gamma * V(terminal_obs)`` at time-limit truncations
+    bootstrap_timeouts: bool = True
+
+    def validate(self, where: str) -> None:
+        for key, minimum in (("segment_length", 1), ("num_opponents", 1), ("queue_size", 0)):
+            value = getattr(self, key)
+            if value is not None and value < minimum:
+                raise SpecError(f"{where}.{key} must be an integer >= {minimum}, got {value!r}")
 
 
 class FreezableSchedule:
@@ -78,25 +92,18 @@ class FreezableSchedule:
         return 0.0 if self.frozen else float(self.schedule(progress_remaining))
 
 
-def _int_option(options: Mapping[str, Any], key: str, minimum: int) -> int:
-    value = options[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SpecError(f"spo.{key} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 @register_agent
 class SPOAgent(PPOAgent):
     """PPO on win-rate rewards from self-play comparisons (no reward model).
 
-    Config section ``spo`` (see :data:`SPO_DEFAULTS`): ``segment_length`` (H), ``num_opponents`` (K),
+    Config section ``spo`` (:class:`SPOConfig`): ``segment_length`` (H), ``num_opponents`` (K),
     ``queue_size``, ``centre``, ``bootstrap_timeouts``; PPO settings under ``ppo`` as for every
     :class:`~prefrl.agents.base.PPOAgent`. ``ppo.n_steps`` must be a multiple of H.
     """
 
     name = "spo"
     requires_rater = True
-    config_keys: ClassVar[Schema] = {"spo": tuple(SPO_DEFAULTS)}
+    config_sections: ClassVar[dict[str, type[ConfigSection]]] = {"spo": SPOConfig}
 
     def __init__(
         self,
@@ -106,13 +113,13 @@ class SPOAgent(PPOAgent):
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
-        options = {**SPO_DEFAULTS, **dict(config.get("spo") or {})}
-        if options["segment_length"] is None:
-            options["segment_length"] = env_spec.segment_length
-        self.segment_length = _int_option(options, "segment_length", 1)
-        self.num_opponents = _int_option(options, "num_opponents", 1)
-        self.centre = bool(options["centre"])
-        self.queue = TrajectoryQueue(_int_option(options, "queue_size", 0))
+        options: SPOConfig = self.parse_sections(config)["spo"]  # type: ignore[assignment]
+        self.segment_length = (
+            env_spec.segment_length if options.segment_length is None else options.segment_length
+        )
+        self.num_opponents = options.num_opponents
+        self.centre = options.centre
+        self.queue = TrajectoryQueue(options.queue_size)
         self._check_rollout_shape(env_spec, config)
         if env_spec.horizon % self.segment_length:
             warnings.warn(
@@ -128,7 +135,7 @@ class SPOAgent(PPOAgent):
         assert isinstance(buffer, RelabelRolloutBuffer)
         # attached after construction so the hook (and this agent) is never pickled with the model
         buffer.relabel_hook = self._relabel
-        buffer.keep_bootstrap = bool(options["bootstrap_timeouts"])
+        buffer.keep_bootstrap = options.bootstrap_timeouts
         self._lr = FreezableSchedule(self.model.lr_schedule)
         self.model.lr_schedule = self._lr
 
