@@ -331,7 +331,7 @@ class RewardModelTrainer:
     i.e. the online bootstrap: as the data grows each member trains on its own resample, without
     re-drawing the resample at every refit). :meth:`fit` then runs a few epochs of minibatch Adam over
     the (weighted) training pairs, warm-starting from the current weights, so a refit costs a few epochs
-    rather than a fit from scratch (design.md: naive refits made a prototype 3.3x slower than PPO).
+    rather than a fit from scratch (naive refits made an early prototype 3.3x slower than PPO).
 
     :param ensemble: the reward model (trained in place)
     :param learning_rate: Adam learning rate

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, Self, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, Self, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -118,6 +118,9 @@ class ConfigSection:
     strings), and :meth:`validate` checks ranges. Code reads typed attributes, never casts.
     """
 
+    #: what a ``Literal`` key's values are called in error messages ("unknown schedule 'x'"); default "value"
+    value_names: ClassVar[dict[str, str]] = {}
+
     def validate(self, where: str) -> None:
         """Range and consistency checks of the typed values; raise :class:`SpecError` naming ``where``."""
 
@@ -132,7 +135,10 @@ class ConfigSection:
         data = {} if data is None else data
         check_keys(data, cls.keys(), where)
         hints = get_type_hints(cls)
-        values = {key: _typed(value, hints[key], f"{where}.{key}") for key, value in data.items()}
+        values = {
+            key: _typed(value, hints[key], f"{where}.{key}", cls.value_names.get(key, "value"))
+            for key, value in data.items()
+        }
         section = cls(**values)
         section.validate(where)
         return section
@@ -142,7 +148,7 @@ class ConfigSection:
         return {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(self).items()}
 
 
-def _typed(value: Any, kind: Any, where: str) -> Any:
+def _typed(value: Any, kind: Any, where: str, noun: str = "value") -> Any:
     """``value`` checked against the annotation ``kind`` (and converted: int -> float, list -> tuple)."""
     origin, args = get_origin(kind), get_args(kind)
     if origin in (UnionType, Union):
@@ -151,21 +157,20 @@ def _typed(value: Any, kind: Any, where: str) -> Any:
         errors = []
         for option in (a for a in args if a is not type(None)):
             try:
-                return _typed(value, option, where)
+                return _typed(value, option, where, noun)
             except SpecError as e:
                 errors.append(str(e))
         raise SpecError(errors[0] if len(errors) == 1 else f"{where}: invalid value {value!r}")
     if origin is Literal:
         if value not in args:
             allowed = [str(a) for a in args]
-            raise SpecError(
-                f"{where}: unknown value {value!r}{suggest(str(value), allowed)}; one of {', '.join(allowed)}"
-            )
+            hint = suggest(str(value), allowed)
+            raise SpecError(f"{where}: unknown {noun} '{value}'{hint}; one of {', '.join(allowed)}")
         return value
     if origin in (tuple, list):
         if not isinstance(value, list | tuple):
             raise SpecError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        return tuple(_typed(item, args[0], where) for item in value)
+        return tuple(_typed(item, args[0], where, noun) for item in value)
     if kind is Any:
         return value
     if kind is float and isinstance(value, str):

@@ -66,6 +66,8 @@ logger = logging.getLogger(__name__)
 class HeronConfig(ConfigSection):
     """The ``heron:`` section."""
 
+    value_names: ClassVar[dict[str, str]] = {"pairing": "pairing"}
+
     #: state: single-state pairs inside minibatches (HERON's code) | segment: segment pairs as in rm_ppo
     pairing: Literal["state", "segment"] = "state"
     #: states per pairing minibatch (HERON: PPO's minibatch size); the rater's std is taken over it

@@ -76,6 +76,8 @@ RewardInputs = Literal["obs", "obs_act", "obs_factors"]
 class FeedbackConfig(ConfigSection):
     """The ``feedback:`` section: how queries are scheduled, chosen and used."""
 
+    value_names: ClassVar[dict[str, str]] = {"schedule": "schedule", "selection": "selection mode"}
+
     #: share of the query budget asked after the first rollout (the initial, near-random policy)
     initial_query_share: float = 0.25
     #: how the rest is spread over the rollouts (see the module docstring)
@@ -103,6 +105,8 @@ class FeedbackConfig(ConfigSection):
 @dataclass(frozen=True)
 class RewardModelConfig(ConfigSection):
     """The ``reward_model:`` section: the Bradley-Terry ensemble and its incremental refits."""
+
+    value_names: ClassVar[dict[str, str]] = {"inputs": "input mode"}
 
     #: what the model sees per step: obs | obs_act (Christiano et al.) | obs_factors (HERON)
     inputs: RewardInputs = "obs_act"
