@@ -92,6 +92,16 @@ def parse_schedule(value: Any, where: str) -> float | Callable[[float], float]:
     return float(value)
 
 
+#: SB3 ``custom_objects`` that replace PPO's pickled training-only attributes when a policy is loaded to act
+_ACT_ONLY: dict[str, Any] = {
+    "learning_rate": 0.0,
+    "lr_schedule": linear_schedule(0.0),
+    "clip_range": linear_schedule(0.0),
+    "rollout_buffer_class": RolloutBuffer,
+    "rollout_buffer_kwargs": {},
+}
+
+
 class PPOAgent(Agent):
     """SB3 PPO on the training VecEnv, with hooks for preference-based variants.
 
@@ -208,7 +218,9 @@ class PPOAgent(Agent):
         """The saved SB3 policy (``policy.zip``), normalising observations as ``vecnormalize.pkl`` says."""
         run_dir = Path(run_dir)
         spec = load_env_spec(read_run_config(run_dir)["env"])
-        model = PPO.load(run_dir / "policy.zip", device="cpu")
+        # training-only objects are not restored: acting needs the policy weights alone, and pickled
+        # schedules or buffer classes would break when prefrl's modules move
+        model = PPO.load(run_dir / "policy.zip", device="cpu", custom_objects=_ACT_ONLY)
         normalize = None
         if (run_dir / "vecnormalize.pkl").is_file():
             normalize = VecNormalize.load(str(run_dir / "vecnormalize.pkl"), make_vec_env(spec, n_envs=1))

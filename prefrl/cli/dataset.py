@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from prefrl.datasets import PAIR_MODES, build_dataset, load_dataset
+from prefrl.datasets import PAIR_MODES, DatasetConfig, build_dataset, load_dataset
 
 __all__ = ["add_parser"]
 
@@ -31,15 +31,29 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     build = sub.add_parser("build", help="roll out the oracle's checkpoints with noise, cut, pair and label")
     build.add_argument("--env", required=True, help="env spec name (it needs a trained oracle)")
     build.add_argument("--rater", default="regret", help="rater spec (default regret)")
-    build.add_argument("--episodes", type=int, default=500, help="episodes over all checkpoints")
-    build.add_argument("--noise", type=float, default=0.3, help="action-noise std / action half-range")
-    build.add_argument("--segment", type=int, default=64, help="steps per segment")
-    build.add_argument("--pairs", type=_pairs_arg, default="dense", help="dense, sparse or a number")
-    build.add_argument("--pairs-per-segment", type=int, default=8, help="pairs per segment (dense)")
-    build.add_argument("--seed", type=int, default=0)
+    build.add_argument(
+        "--episodes", type=int, default=DatasetConfig.episodes, help="episodes over all checkpoints"
+    )
+    build.add_argument(
+        "--noise", type=float, default=DatasetConfig.noise, help="action-noise std / action half-range"
+    )
+    build.add_argument("--segment", type=int, default=DatasetConfig.segment, help="steps per segment")
+    build.add_argument(
+        "--pairs", type=_pairs_arg, default=DatasetConfig.pairs, help="dense, sparse or a number"
+    )
+    build.add_argument(
+        "--pairs-per-segment",
+        type=int,
+        default=DatasetConfig.pairs_per_segment,
+        help="pairs per segment (dense)",
+    )
+    build.add_argument("--seed", type=int, default=DatasetConfig.seed)
     build.add_argument("--out", default=None, help="output file (default: the cache, by content hash)")
     build.add_argument(
-        "--return-episodes", type=int, default=10, help="episodes per checkpoint measuring its noisy return"
+        "--return-episodes",
+        type=int,
+        default=DatasetConfig.return_episodes,
+        help="episodes per checkpoint measuring its noisy return",
     )
     build.add_argument("--rebuild", action="store_true", help="rebuild even if cached")
     parser.set_defaults(func=cmd_dataset)
