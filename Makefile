@@ -29,7 +29,7 @@ test: lint
 	$(BIN)/coverage report --include='$(CORE)' --fail-under=85
 
 test-slow: install
-	OMP_NUM_THREADS=1 $(BIN)/pytest -q -m slow
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -p no:cacheprovider -m slow
 
 format: install
 	$(BIN)/ruff format prefrl tests benchmarks

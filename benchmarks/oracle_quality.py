@@ -7,8 +7,8 @@ For each env with a checkpoint under prefrl/oracle/checkpoints (or the envs give
 writes results/oracles/quality.csv with one row per env:
 
 * the manifest's measured returns (random, expert, skill levels) and the issue's target;
-* ``prefrl.oracle.quality.value_quality_with_critic``: Spearman / Pearson of ``V*`` against the Monte-Carlo return
-  of held-out expert states (20 episodes, untruncated targets), and Spearman on the transient states;
+* ``prefrl.oracle.quality.value_quality_with_critic``: Spearman / Pearson of ``V*`` against the Monte-Carlo
+  return of held-out expert states (20 episodes, untruncated targets), and Spearman on the transient states;
   ``*_stochastic``: the same on rollouts of the expert's own stochastic policy (the one its critic evaluates);
   ``*_mixed``: the same on mixed-skill states (a skill level or a random policy acts up to a random step,
   then the expert takes over; targets are the expert's returns from there);

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from prefrl import demo
 
 
+@pytest.mark.slow  # ~19 s: trains the demo grid (ppo, rm_ppo), then resumes it
 def test_demo_writes_curves_summary_and_report(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "DEMO_GRID", [(["ppo", "rm_ppo", "no_such_agent"], "partial_return")])
     text = demo.run_demo(out=tmp_path, seeds=1, steps=256)

@@ -12,7 +12,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from prefrl.agents import PPOAgent
 from prefrl.config import load_agent_config
-from prefrl.envs import load_env_spec, make_env
+from prefrl.envs import make_env
 from prefrl.evaluation import (
     BASE_COLUMNS,
     EVAL_SEED_OFFSET,
@@ -21,11 +21,6 @@ from prefrl.evaluation import (
     episode_returns,
     evaluate_policy,
 )
-
-
-@pytest.fixture(scope="module")
-def pendulum():
-    return load_env_spec("pendulum")
 
 
 def constant_policy(value: float):

@@ -19,17 +19,21 @@ from prefrl.evaluation import BASE_COLUMNS
 from prefrl.experiment import run_experiment
 from prefrl.run_dir import default_run_dir, is_done
 
-TINY = {"n_envs": 2, "policy_kwargs": {"net_arch": [16]}, "ppo": {"n_steps": 64, "n_epochs": 2}}
 
+@pytest.fixture(scope="module")
+def tiny_run(tiny_ppo):
+    """``tiny_run(out, seed=0, **kwargs)``: a tiny PPO run on Pendulum, 512 steps, evaluated every 256."""
 
-def tiny_run(out, seed=0, **kwargs):
-    options = {"steps": 512, "queries": None, "overrides": TINY, "eval_freq": 256, "n_eval_episodes": 2}
-    options.update(kwargs)
-    return run_experiment("pendulum", "ppo", None, seed, out=out, **options)
+    def tiny_run(out, seed=0, **kwargs):
+        options = {"steps": 512, "queries": None, "overrides": tiny_ppo}
+        options.update({"eval_freq": 256, "n_eval_episodes": 2}, **kwargs)
+        return run_experiment("pendulum", "ppo", None, seed, out=out, **options)
+
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def finished_run(tmp_path_factory, tiny_run):
     return tiny_run(tmp_path_factory.mktemp("runs") / "run")
 
 
@@ -61,7 +65,7 @@ def test_run_directory_contents(finished_run):
     assert "train/value_loss" in table.columns
 
 
-def test_finished_run_is_skipped(finished_run, monkeypatch):
+def test_finished_run_is_skipped(tiny_run, finished_run, monkeypatch):
     before = (finished_run / "progress.csv").stat().st_mtime_ns
 
     def no_training(*args, **kwargs):
@@ -74,7 +78,7 @@ def test_finished_run_is_skipped(finished_run, monkeypatch):
         tiny_run(finished_run, steps=1024)
 
 
-def test_unfinished_attempt_is_restarted_cleanly(tmp_path):
+def test_unfinished_attempt_is_restarted_cleanly(tiny_run, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text("stale: true\n")
@@ -85,14 +89,14 @@ def test_unfinished_attempt_is_restarted_cleanly(tmp_path):
     assert pd.read_csv(run_dir / "progress.csv")["env_steps"].tolist() == [0, 256]
 
 
-def test_refuses_a_foreign_directory(tmp_path):
+def test_refuses_a_foreign_directory(tiny_run, tmp_path):
     (tmp_path / "notes.txt").write_text("not a run")
     with pytest.raises(RunDirError, match="not a prefrl run directory"):
         tiny_run(tmp_path)
     assert (tmp_path / "notes.txt").exists()
 
 
-def test_same_seed_same_returns(tmp_path):
+def test_same_seed_same_returns(tiny_run, tmp_path):
     tables = [pd.read_csv(tiny_run(tmp_path / f"run{k}", seed=5) / "progress.csv") for k in range(2)]
     np.testing.assert_array_equal(tables[0]["true_return_mean"], tables[1]["true_return_mean"])
     np.testing.assert_array_equal(tables[0]["train/value_loss"], tables[1]["train/value_loss"])
@@ -107,18 +111,18 @@ def test_same_seed_same_returns(tmp_path):
      ({"steps": -5}, "steps must be a non-negative integer"),
      ({"eval_freq": 0}, "eval_freq must be positive")],
 )  # fmt: skip
-def test_invalid_input_fails_before_anything_is_written(tmp_path, kwargs, match):
+def test_invalid_input_fails_before_anything_is_written(tiny_ppo, tmp_path, kwargs, match):
     agent = kwargs.pop("agent", "ppo")
-    options = {"steps": 512, "overrides": TINY, **kwargs}
+    options = {"steps": 512, "overrides": tiny_ppo, **kwargs}
     with pytest.raises(SpecError, match=match):
         run_experiment("pendulum", agent, None, 0, out=tmp_path / "run", **options)
     assert not (tmp_path / "run").exists()
 
 
-def test_ppo_with_a_rater_records_none(tmp_path):
+def test_ppo_with_a_rater_records_none(tiny_ppo, tmp_path):
     with pytest.warns(UserWarning, match="ignoring rater 'partial_return'"):
         run_dir = run_experiment(
-            "pendulum", "ppo", "partial_return", 0, steps=128, out=tmp_path / "run", overrides=TINY,
+            "pendulum", "ppo", "partial_return", 0, steps=128, out=tmp_path / "run", overrides=tiny_ppo,
             eval_freq=128, n_eval_episodes=1,
         )  # fmt: skip
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["rater"] == "none"
@@ -137,7 +141,7 @@ class PreferencePPO(PPOAgent):
 
 
 @pytest.fixture
-def test_agents(tmp_path, monkeypatch):
+def test_agents(tiny_ppo, tmp_path, monkeypatch):
     """Register test agents (for this test only) with their own agents/ directory."""
     agents_dir = tmp_path / "agents"
     agents_dir.mkdir()
@@ -145,7 +149,7 @@ def test_agents(tmp_path, monkeypatch):
     monkeypatch.setattr(prefrl.agents.registry, "_REGISTRY", dict(prefrl.agents.registry._REGISTRY))
     for cls in (FailingPPO, PreferencePPO):
         register_agent(cls)
-        (agents_dir / f"{cls.name}.yaml").write_text(yaml.safe_dump({"defaults": TINY}))
+        (agents_dir / f"{cls.name}.yaml").write_text(yaml.safe_dump({"defaults": tiny_ppo}))
     monkeypatch.setattr(prefrl.config, "AGENTS_DIR", agents_dir)
 
 

@@ -1,4 +1,5 @@
-"""Headless rendering: Pendulum rollouts and labelled pairs, MuJoCo offscreen, clear errors without GL."""
+"""Headless rendering: Pendulum rollouts and labelled pairs, MuJoCo offscreen, clear errors without GL, and
+every agent's saved policy loaded back (load_policy) and rendered (prefrl render --run)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,18 @@ import importlib.util
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import VecNormalize
 
-from prefrl import render
+import prefrl.experiment
+from prefrl import cli, render
+from prefrl.agents import make_agent
+from prefrl.agents.offline import OfflineAgent
 from prefrl.cli import render as cli_render
+from prefrl.config import load_agent_config
+from prefrl.envs import make_vec_env
 from prefrl.experiment import run_experiment
+from prefrl.raters import make_rater
 
 TINY = {"n_envs": 2, "policy_kwargs": {"net_arch": [16]}, "ppo": {"n_steps": 64, "n_epochs": 1}}
 
@@ -102,3 +111,106 @@ def test_render_pair_mujoco(tmp_path, monkeypatch):
     assert 5 <= frames.shape[0] <= 5 + 2 and frames.shape[2] == 2 * 96
     assert label in (0.0, 0.5, 1.0)
     assert frames[:, -72:].std() > 5  # the MuJoCo scene, not a blank frame
+
+
+# ---- every agent's saved policy: load_policy and `prefrl render --run` ---------------------------------
+#: per agent: (rater, run options, config overrides), the tiny settings of the agents' own tiny-run tests
+_TINY_PPO_RM = {"n_envs": 2, "ppo": {"n_steps": 128, "batch_size": 64, "n_epochs": 2}}
+_TINY_CPL = {
+    "policy_kwargs": {"net_arch": [32, 32]},
+    "offline": {"batch_size": 8, "learning_rate": 1e-3},
+    "cpl": {"bc_fraction": 0.5},
+    "dataset": {"episodes": 6, "segment": 50, "pairs": "dense", "pairs_per_segment": 4, "return_episodes": 0},
+}
+AGENT_RUNS = {
+    "ppo": (None, {"steps": 128}, {}),  # on top of the tiny_ppo fixture
+    "ppo-normalize": (None, {"steps": 128}, {"normalize": True}),
+    "rm_ppo": (
+        "partial_return",
+        {"steps": 256, "queries": 30},
+        {**_TINY_PPO_RM, "reward_model": {"net_arch": [16], "initial_epochs": 5, "epochs": 2}},
+    ),
+    "heron": (
+        "hierarchical",
+        {"steps": 256, "queries": 256},
+        {**_TINY_PPO_RM, "reward_model": {"net_arch": [16], "initial_epochs": 2, "max_train_pairs": 512}},
+    ),
+    "spo": (
+        "partial_return",
+        {"steps": 200, "queries": 30},
+        {
+            "n_envs": 2,
+            "policy_kwargs": {"net_arch": [16]},
+            "ppo": {"n_steps": 100, "n_epochs": 1, "batch_size": 100},
+            "spo": {"num_opponents": 3, "queue_size": 8},
+        },
+    ),
+    "cpl": ("partial_return", {"steps": 40, "queries": 30}, _TINY_CPL),
+    "cpl-normalize_obs": (
+        "partial_return",
+        {"steps": 40},
+        {**_TINY_CPL, "offline": {**_TINY_CPL["offline"], "normalize_obs": True}},
+    ),
+    "bc": (
+        "partial_return",
+        {"steps": 40},
+        {
+            "policy_kwargs": {"net_arch": [32, 32]},
+            "offline": {"batch_size": 16, "learning_rate": 1e-3, "dropout": 0.0},
+            "dataset": {"episodes": 6, "segment": 50, "pairs": "sparse", "return_episodes": 0},
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(AGENT_RUNS))
+def test_every_agents_run_loads_its_policy_and_renders(case, pendulum, tiny_ppo, tmp_path, monkeypatch):
+    """``load_policy`` of a finished run acts exactly as the trained agent's deterministic policy, for
+    every agent, and ``prefrl render --run`` renders it (it crashed on every cpl/bc run once)."""
+    agent_name = case.split("-")[0]
+    rater, options, overrides = AGENT_RUNS[case]
+    if agent_name == "ppo":
+        overrides = {**tiny_ppo, **overrides}
+    monkeypatch.setenv("PREFRL_DATA_DIR", str(tmp_path / "data"))  # the offline agents' dataset cache
+    trained, real_make_agent = [], prefrl.experiment.make_agent
+
+    def recording_make_agent(*args, **kwargs):  # keeps the agent run_experiment trains
+        trained.append(real_make_agent(*args, **kwargs))
+        return trained[-1]
+
+    monkeypatch.setattr(prefrl.experiment, "make_agent", recording_make_agent)
+    run_dir = run_experiment("pendulum", agent_name, rater, 0, out=tmp_path / "run", overrides=overrides,
+                             eval_freq=options["steps"], n_eval_episodes=1, progress_bar=False,
+                             **options)  # fmt: skip
+    assert len(trained) == 1 and trained[0].name == agent_name
+
+    rng = np.random.default_rng(0)
+    theta = rng.uniform(-np.pi, np.pi, 16)
+    obs = np.stack([np.cos(theta), np.sin(theta), rng.uniform(-8, 8, 16)], axis=1).astype(np.float32)
+    spec, predict = render.load_policy(run_dir)
+    assert spec.name == "pendulum"
+    actions = predict(obs)
+    assert actions.shape == (16, 1) and np.all(np.abs(actions) <= 2.0)
+    np.testing.assert_array_equal(actions, trained[0].predict(obs, deterministic=True))
+    # a second route to the saved policy: SB3's own loader, or a fresh offline agent loading the weights
+    if isinstance(trained[0], OfflineAgent):
+        config = load_agent_config(agent_name, "pendulum", overrides)
+        fresh = make_agent(agent_name, pendulum, config, rater=make_rater(rater, pendulum), seed=3)
+        fresh.load_weights(run_dir / "policy.zip")
+        expected = fresh.predict(obs)
+    else:
+        model_obs = obs
+        if (run_dir / "vecnormalize.pkl").is_file():
+            stats = VecNormalize.load(str(run_dir / "vecnormalize.pkl"), make_vec_env(pendulum, n_envs=1))
+            model_obs = stats.normalize_obs(obs)
+        expected, _ = PPO.load(run_dir / "policy.zip", device="cpu").predict(model_obs, deterministic=True)
+    np.testing.assert_array_equal(actions, expected)
+    assert (run_dir / "vecnormalize.pkl").is_file() == (case == "ppo-normalize")
+
+    out = tmp_path / "r.gif"
+    argv = ["render", "--run", str(run_dir), "--out", str(out),
+            "--steps", "5", "--width", "64", "--height", "64"]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert out.is_file() and out.stat().st_size > 0
+    frames = iio.imread(out)
+    assert frames.shape[0] >= 5 and frames.shape[2:] == (64, 3)  # 64 wide; the caption adds rows

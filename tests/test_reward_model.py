@@ -1,4 +1,5 @@
-"""Reward-model pieces: Bradley-Terry loss, ensemble, incremental trainer, learned-reward VecEnv wrapper."""
+"""Reward-model pieces: Bradley-Terry loss, ensemble, incremental trainer (the learned-reward VecEnv wrapper
+is in test_rollout.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from prefrl.envs import load_env_spec, make_vec_env
 from prefrl.errors import SpecError
 from prefrl.reward_model import (
     RewardEnsemble,
@@ -16,7 +16,6 @@ from prefrl.reward_model import (
     preference_accuracy,
     reward_features,
 )
-from prefrl.rollout import LearnedRewardVecEnvWrapper
 from prefrl.types import PreferenceBatch, SegmentBatch
 
 OBS_DIM, ACT_DIM, NUM_FACTORS, H = 3, 1, 2, 5
@@ -211,46 +210,3 @@ def test_trainer_rejects_bad_settings() -> None:
         RewardModelTrainer(make_ensemble(), holdout_share=1.0)
     with pytest.raises(SpecError, match="max_train_pairs"):
         RewardModelTrainer(make_ensemble(), max_train_pairs=0)
-
-
-# ---- wrapper ----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("inputs", ["obs_act", "obs_factors"])
-def test_wrapper_keeps_true_reward_and_substitutes_normalised_learned_reward(inputs: str) -> None:
-    spec = load_env_spec("pendulum")
-    n_envs, steps = 2, 300
-    dim = feature_dim(inputs, 3, 1, spec.num_factors)
-    ensemble = RewardEnsemble(inputs, dim, num_members=2, net_arch=[16], seed=3)
-    wrapped = LearnedRewardVecEnvWrapper(make_vec_env(spec, n_envs=n_envs, seed=5), ensemble)
-    reference = make_vec_env(spec, n_envs=n_envs, seed=5)  # same seed and actions: same true rewards
-    rng = np.random.default_rng(0)
-    obs = wrapped.reset()
-    reference.reset()
-    returned, raw = [], []
-    for _ in range(steps):
-        actions = rng.uniform(-2, 2, size=(n_envs, 1)).astype(np.float32)
-        prev_obs = obs
-        obs, rewards, _, infos = wrapped.step(actions)
-        _, ref_rewards, _, ref_infos = reference.step(actions)
-        np.testing.assert_allclose([i["true_reward"] for i in infos], ref_rewards, rtol=1e-6)
-        factors = np.stack([i["factors"] for i in ref_infos])
-        expected_feats = reward_features(inputs, prev_obs, actions, factors)
-        learned = ensemble.predict_mean(expected_feats)
-        np.testing.assert_allclose([i["learned_reward"] for i in infos], learned, rtol=1e-5, atol=1e-6)
-        # substituted reward = learned reward normalised by the running statistics (this step included)
-        np.testing.assert_allclose(rewards, wrapped.normalize_reward(learned), rtol=1e-5, atol=1e-6)
-        returned.append(rewards)
-        raw.append(learned)
-    returned, raw = np.array(returned), np.array(raw)
-    np.testing.assert_allclose(wrapped.reward_rms.mean, raw.mean(), rtol=1e-3, atol=1e-6)
-    late = returned[steps // 2 :]
-    assert abs(late.mean()) < 0.5 and 0.5 < late.std() < 1.5
-    log = wrapped.rollout_log()
-    assert log.features.shape == (steps, n_envs, dim)
-    np.testing.assert_allclose(log.rewards, returned)
-    assert log.true_rewards.shape == (steps, n_envs)
-    wrapped.clear_log()
-    assert wrapped.num_logged == 0
-    wrapped.reset_normalization(np.array([1.0, 3.0]))
-    np.testing.assert_allclose(wrapped.normalize_reward(np.array([2.0])), [0.0], atol=1e-3)

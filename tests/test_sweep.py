@@ -159,6 +159,7 @@ def _group_gone(pgid, timeout=10.0):
     return False
 
 
+@pytest.mark.slow  # ~14-16 s each: a sweep subprocess, interrupted, then resumed to the end
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_sweep_stops_cleanly_and_resumes(tmp_path, sig):
     # long enough that the grid cannot finish between the first progress row and the signal
@@ -219,6 +220,7 @@ def test_ray_missing_gives_install_command(tmp_path, monkeypatch):
         sweep.run_sweep("pendulum", "ppo", None, 1, out=tmp_path, backend="dask")
 
 
+@pytest.mark.slow  # ~13 s: starts a Ray cluster
 def test_ray_backend_matches_local(tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'prefrl[ray]')")
     options = {

@@ -26,11 +26,6 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def pendulum():
-    return load_env_spec("pendulum")
-
-
 def tiny_config(**extra):
     return load_agent_config("ppo", "pendulum", {**TINY, **extra})
 

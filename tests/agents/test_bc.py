@@ -9,12 +9,10 @@ import pytest
 from prefrl.agents.bc import BCAgent, cloned_segments
 from prefrl.config import load_agent_config
 from prefrl.datasets import DATASET_FORMAT, save_dataset
-from prefrl.envs import load_env_spec
 from prefrl.experiment import run_experiment
 from prefrl.raters import make_rater
 from prefrl.types import PreferenceBatch, SegmentBatch
 
-SPEC = load_env_spec("pendulum")
 TINY = {
     "policy_kwargs": {"net_arch": [32, 32]},
     "offline": {"batch_size": 16, "learning_rate": 1e-3, "dropout": 0.0},
@@ -33,7 +31,7 @@ def test_cloned_segments():
 
 
 @pytest.mark.parametrize("data, expected_sign", [("preferred", 1.0), ("all", 0.0)])
-def test_bc_clones_the_preferred_actions(tmp_path, data, expected_sign):
+def test_bc_clones_the_preferred_actions(pendulum, tmp_path, data, expected_sign):
     # preferred segments act +1.0, the others -1.0, in the same states: BC on the winners learns +1.0,
     # BC on everything learns the average 0.0
     rng = np.random.default_rng(0)
@@ -56,7 +54,8 @@ def test_bc_clones_the_preferred_actions(tmp_path, data, expected_sign):
         tmp_path / "toy.npz", prefs, {"params": {"format": DATASET_FORMAT, "env": "pendulum"}}
     )
     overrides = {**TINY, "bc": {"data": data}, "dataset": {"path": str(path)}}
-    agent = BCAgent(SPEC, load_agent_config("bc", "pendulum", overrides), rater=make_rater("oracle"), seed=0)
+    config = load_agent_config("bc", "pendulum", overrides)
+    agent = BCAgent(pendulum, config, rater=make_rater("oracle"), seed=0)
     agent.learn(300, 0)
     actions = agent.predict(obs.reshape(-1, 3))  # env units (bounds [-2, 2])
     assert np.mean(actions) == pytest.approx(expected_sign, abs=0.1)

@@ -16,11 +16,10 @@ from prefrl.agents import make_agent
 from prefrl.agents.cpl import CPLAgent, cpl_accuracy, cpl_loss, preferred_mask
 from prefrl.agents.offline import DeterministicTanhPolicy
 from prefrl.config import load_agent_config
-from prefrl.envs import load_env_spec
+from prefrl.errors import SpecError
 from prefrl.experiment import run_experiment
 from prefrl.raters import make_rater
 
-SPEC = load_env_spec("pendulum")
 #: a small network and dataset: a run takes seconds
 TINY = {
     "policy_kwargs": {"net_arch": [32, 32]},
@@ -143,14 +142,14 @@ def test_accuracy_skips_ties_and_preferred_mask_marks_both_sides_of_a_tie():
 
 
 # ---- agent -----------------------------------------------------------------------------------------------
-def test_phases_reset_the_optimiser_and_warm_up_the_learning_rate():
+def test_phases_reset_the_optimiser_and_warm_up_the_learning_rate(pendulum):
     overrides = {
         **TINY,
         "cpl": {"bc_fraction": 0.25},
         "offline": {**TINY["offline"], "lr_warmup_fraction": 0.5},
     }
     config = load_agent_config("cpl", "pendulum", overrides)
-    agent = CPLAgent(SPEC, config, rater=make_rater("partial_return", SPEC), seed=0)
+    agent = CPLAgent(pendulum, config, rater=make_rater("partial_return", pendulum), seed=0)
     agent.on_step_start(0, 100)
     assert agent.bc_steps == 25
     first = agent.optimizer
@@ -166,13 +165,16 @@ def test_phases_reset_the_optimiser_and_warm_up_the_learning_rate():
 @pytest.mark.parametrize(
     "overrides, match", [({"cpl": {"lam": 2.0}}, "lam"), ({"cpl": {"bc_data": "pos"}}, "bc_data")]
 )
-def test_bad_config(overrides, match):
-    config = load_agent_config("cpl", "pendulum", overrides)
-    with pytest.raises(ValueError, match=match):
-        make_agent("cpl", SPEC, config, rater=make_rater("partial_return", SPEC))
+def test_bad_config(pendulum, overrides, match):
+    # the config layer rejects the value where it enters, before any agent is built
+    with pytest.raises(SpecError, match=match):
+        load_agent_config("cpl", "pendulum", overrides)
+    config = {**load_agent_config("cpl", "pendulum"), **overrides}
+    with pytest.raises(SpecError, match=match):  # and so does the agent, given the dict directly
+        make_agent("cpl", pendulum, config, rater=make_rater("partial_return", pendulum))
 
 
-def test_tiny_run_through_run_experiment(tmp_path, monkeypatch):
+def test_tiny_run_through_run_experiment(pendulum, tmp_path, monkeypatch):
     monkeypatch.setenv("PREFRL_DATA_DIR", str(tmp_path / "data"))
     run_dir = run_experiment(
         "pendulum", "cpl", "regret", 0, steps=200, queries=30, out=tmp_path / "run", overrides=TINY,
@@ -193,10 +195,10 @@ def test_tiny_run_through_run_experiment(tmp_path, monkeypatch):
 
     # the saved policy reproduces the trained agent's deterministic actions
     config = load_agent_config("cpl", "pendulum", TINY)
-    fresh = CPLAgent(SPEC, config, rater=make_rater("partial_return", SPEC), seed=3)
+    fresh = CPLAgent(pendulum, config, rater=make_rater("partial_return", pendulum), seed=3)
     obs = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
     fresh.load_weights(run_dir / "policy.zip")
-    again = CPLAgent(SPEC, config, rater=make_rater("partial_return", SPEC), seed=4)
+    again = CPLAgent(pendulum, config, rater=make_rater("partial_return", pendulum), seed=4)
     again.load_weights(run_dir / "policy.zip")
     np.testing.assert_allclose(fresh.predict(obs), again.predict(obs))
     assert (np.abs(fresh.predict(obs)) <= 2.0).all()

@@ -9,18 +9,10 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from prefrl.agents import PPOAgent, make_agent
 from prefrl.config import load_agent_config
-from prefrl.envs import load_env_spec
 from prefrl.evaluation import ProgressHook, evaluate_policy
 
-TINY = {"n_envs": 2, "policy_kwargs": {"net_arch": [16]}, "ppo": {"n_steps": 64, "n_epochs": 2}}
 
-
-@pytest.fixture(scope="module")
-def pendulum():
-    return load_env_spec("pendulum")
-
-
-def train(spec, seed, steps=512, overrides=TINY, eval_freq=256):
+def train(spec, seed, overrides, steps=512, eval_freq=256):
     config = load_agent_config("ppo", spec.name, overrides)
     agent = make_agent("ppo", spec, config, seed=seed)
     hook = ProgressHook(spec, eval_freq=eval_freq, n_eval_episodes=2, seed=seed)
@@ -29,14 +21,10 @@ def train(spec, seed, steps=512, overrides=TINY, eval_freq=256):
     return agent, hook.rows
 
 
-def flat_params(agent) -> torch.Tensor:
-    return torch.cat([p.detach().flatten() for p in agent.model.policy.parameters()])
-
-
-def test_same_seed_same_training(pendulum):
-    agent_a, rows_a = train(pendulum, seed=3)
-    agent_b, rows_b = train(pendulum, seed=3)
-    agent_c, _ = train(pendulum, seed=4)
+def test_same_seed_same_training(flat_params, pendulum, tiny_ppo):
+    agent_a, rows_a = train(pendulum, seed=3, overrides=tiny_ppo)
+    agent_b, rows_b = train(pendulum, seed=3, overrides=tiny_ppo)
+    agent_c, _ = train(pendulum, seed=4, overrides=tiny_ppo)
     assert torch.equal(flat_params(agent_a), flat_params(agent_b))
     assert [r["true_return_mean"] for r in rows_a] == [r["true_return_mean"] for r in rows_b]
     assert not torch.equal(flat_params(agent_a), flat_params(agent_c))
@@ -44,8 +32,8 @@ def test_same_seed_same_training(pendulum):
         agent.close()
 
 
-def test_progress_rows_and_losses(pendulum):
-    agent, rows = train(pendulum, seed=0, steps=512, eval_freq=256)
+def test_progress_rows_and_losses(pendulum, tiny_ppo):
+    agent, rows = train(pendulum, seed=0, overrides=tiny_ppo, steps=512, eval_freq=256)
     assert [r["env_steps"] for r in rows] == [0, 256, 512]
     assert all(r["queries"] == 0 for r in rows)
     # SB3's losses from the latest update are attached once an update has happened
@@ -54,8 +42,8 @@ def test_progress_rows_and_losses(pendulum):
     agent.close()
 
 
-def test_training_changes_the_policy_and_predict_is_deterministic(pendulum):
-    config = load_agent_config("ppo", "pendulum", TINY)
+def test_training_changes_the_policy_and_predict_is_deterministic(flat_params, pendulum, tiny_ppo):
+    config = load_agent_config("ppo", "pendulum", tiny_ppo)
     agent = make_agent("ppo", pendulum, config, seed=0)
     before = flat_params(agent).clone()
     agent.learn(256, 0)
@@ -83,8 +71,8 @@ class RecordsDuringRollouts(PPOAgent):
         return [Record()]
 
 
-def test_scalars_recorded_by_an_agent_reach_the_rows(pendulum):
-    config = load_agent_config("ppo", "pendulum", TINY)
+def test_scalars_recorded_by_an_agent_reach_the_rows(pendulum, tiny_ppo):
+    config = load_agent_config("ppo", "pendulum", tiny_ppo)
     agent = RecordsDuringRollouts(pendulum, config, seed=0)
     hook = ProgressHook(pendulum, eval_freq=256, n_eval_episodes=1, seed=0)
     agent.learn(512, 0, hook)

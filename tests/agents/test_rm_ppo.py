@@ -11,7 +11,6 @@ import pytest
 from prefrl.agents import make_agent
 from prefrl.agents.rm_ppo import RewardModelPPO, query_schedule
 from prefrl.config import load_agent_config
-from prefrl.envs import load_env_spec
 from prefrl.errors import SpecError
 from prefrl.experiment import run_experiment
 from prefrl.raters import make_rater
@@ -94,10 +93,9 @@ def test_tiny_run_writes_reward_model_columns(tmp_path: Path, rater: str, select
     assert last["rm_pairs"] == last["queries"]  # every answered query is a training or held-out pair
 
 
-def test_budget_is_spent_on_schedule(tmp_path: Path) -> None:
-    spec = load_env_spec("pendulum")
+def test_budget_is_spent_on_schedule(pendulum, tmp_path: Path) -> None:
     config = load_agent_config("rm_ppo", "pendulum", TINY)
-    agent = make_agent("rm_ppo", spec, config, rater=make_rater("partial_return", spec), seed=0)
+    agent = make_agent("rm_ppo", pendulum, config, rater=make_rater("partial_return", pendulum), seed=0)
     assert isinstance(agent, RewardModelPPO)
     agent.learn(768, 40)
     # 3 rollouts with enough segments: the whole budget is asked, never more
@@ -134,14 +132,12 @@ def test_zero_queries_fail_clearly(tmp_path: Path) -> None:
         ({"feedback": {"pool_rollout": 2}}, "did you mean 'pool_rollouts'"),
     ],
 )
-def test_bad_configs_fail_clearly(overrides: dict, match: str) -> None:
-    spec = load_env_spec("pendulum")
+def test_bad_configs_fail_clearly(pendulum, overrides: dict, match: str) -> None:
     with pytest.raises(SpecError, match=match):
         config = load_agent_config("rm_ppo", "pendulum", {**TINY, **overrides})
-        make_agent("rm_ppo", spec, config, rater=make_rater("partial_return", spec), seed=0)
+        make_agent("rm_ppo", pendulum, config, rater=make_rater("partial_return", pendulum), seed=0)
 
 
-def test_needs_a_rater() -> None:
-    spec = load_env_spec("pendulum")
+def test_needs_a_rater(pendulum) -> None:
     with pytest.raises(ValueError, match="needs a rater"):
-        make_agent("rm_ppo", spec, load_agent_config("rm_ppo", "pendulum", TINY), rater=None)
+        make_agent("rm_ppo", pendulum, load_agent_config("rm_ppo", "pendulum", TINY), rater=None)

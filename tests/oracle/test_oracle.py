@@ -203,6 +203,7 @@ def test_early_stop_is_sac_only(tmp_path):
         train_oracle("reacher", steps=64, algo="ppo", out=tmp_path, update_spec=False, stop_return=0.0)
 
 
+@pytest.mark.slow  # ~8 s: an interrupted SAC oracle training, resumed, then restarted
 def test_interrupted_sac_oracle_resumes(tmp_path, monkeypatch):
     """A run cut by Ctrl-C continues from its saved state: same step counter, earlier snapshots kept."""
     import prefrl.oracle.training as oracle_module

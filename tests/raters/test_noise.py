@@ -42,12 +42,6 @@ def random_segments(n: int = 500, h: int = 10, shift: float = 0.0, seed: int = 0
     return segments_with_rewards(rng.standard_normal((n, h)) + shift, seed)
 
 
-def random_pairs(n: int, m: int, seed: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    first = rng.integers(n, size=m)
-    return np.stack([first, (first + 1 + rng.integers(n - 1, size=m)) % n], axis=1)
-
-
 def binomial_tol(p: float, m: int, sigmas: float = 4.0) -> float:
     return sigmas * np.sqrt(max(p * (1 - p), 1e-12) / m)
 
@@ -57,7 +51,7 @@ def binomial_tol(p: float, m: int, sigmas: float = 4.0) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_mistake_eps_0_1_agrees_90_percent_on_20k_pairs():
+def test_mistake_eps_0_1_agrees_90_percent_on_20k_pairs(random_pairs):
     segs = random_segments()
     pairs = random_pairs(len(segs), 20_000)
     truth = PartialReturnRater().label(segs, pairs, np.random.default_rng(0)).labels
@@ -68,7 +62,7 @@ def test_mistake_eps_0_1_agrees_90_percent_on_20k_pairs():
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.05, 0.3, 0.5, 1.0])
-def test_mistake_flip_rate_matches_eps(eps):
+def test_mistake_flip_rate_matches_eps(random_pairs, eps):
     segs = random_segments()
     m = 20_000
     pairs = random_pairs(len(segs), m)
@@ -77,14 +71,14 @@ def test_mistake_flip_rate_matches_eps(eps):
     assert abs(np.mean(labels != truth) - eps) <= binomial_tol(eps, m)
 
 
-def test_mistake_keeps_ties():
+def test_mistake_keeps_ties(random_pairs):
     segs = segments_with_rewards(np.ones((4, 3)))  # all returns equal
     pairs = random_pairs(4, 100)
     labels = Mistake(PartialReturnRater(), eps=1.0).label(segs, pairs, np.random.default_rng(0)).labels
     np.testing.assert_array_equal(labels, 0.5)
 
 
-def test_mistake_over_a_rater_without_scores():
+def test_mistake_over_a_rater_without_scores(random_pairs):
     rng = np.random.default_rng(0)
     factors = rng.random((300, 10, 3))
     segs = SegmentBatch(
@@ -132,7 +126,7 @@ def test_stochastic_matches_sigmoid_frequencies(beta):
     assert np.all(np.abs(freq - expected) <= [binomial_tol(p, m) for p in expected])
 
 
-def test_stochastic_soft_and_deterministic_limits():
+def test_stochastic_soft_and_deterministic_limits(random_pairs):
     segs = random_segments(n=50)
     pairs = random_pairs(50, 500)
     diff = segs.returns[pairs[:, 0]] - segs.returns[pairs[:, 1]]
@@ -158,7 +152,7 @@ def test_stochastic_rejects_bad_beta(beta):
 @pytest.mark.parametrize(
     ("low", "high", "eps"), [(0, 10, 0.1), (0, 10, 0.5), (-10, 0, 0.1), (-10, 0, 0.6), (-5, 5, 0.3)]
 )
-def test_skip_drops_exactly_the_pairs_below_threshold(low, high, eps):
+def test_skip_drops_exactly_the_pairs_below_threshold(random_pairs, low, high, eps):
     rng = np.random.default_rng(0)
     # segment returns spread uniformly over [low, high], so the threshold cuts off a visible share
     segs = segments_with_rewards(np.repeat(rng.uniform(low, high, (400, 1)) / 10, 10, axis=1))
@@ -186,7 +180,7 @@ def test_skip_threshold_is_b_pref_for_non_negative_returns():
     assert Skip(PartialReturnRater(), threshold=-1.0).skip_threshold(segs) == -1.0
 
 
-def test_skip_with_eps_zero_skips_nothing_even_for_negative_rewards():
+def test_skip_with_eps_zero_skips_nothing_even_for_negative_rewards(random_pairs):
     segs = random_segments(n=200, shift=-5.0)
     pairs = random_pairs(200, 3000)
     assert len(Skip(PartialReturnRater(), eps=0.0).label(segs, pairs, np.random.default_rng(0))) == 3000
@@ -198,7 +192,7 @@ def test_skip_with_eps_zero_skips_nothing_even_for_negative_rewards():
 
 
 @pytest.mark.parametrize(("shift", "eps", "margin"), [(1.0, 0.1, None), (-2.0, 0.2, None), (0.0, 0.5, 4.0)])
-def test_equal_ties_exactly_within_the_margin(shift, eps, margin):
+def test_equal_ties_exactly_within_the_margin(random_pairs, shift, eps, margin):
     segs = random_segments(n=300, shift=shift)
     pairs = random_pairs(300, 5000)
     diff = segs.returns[pairs[:, 0]] - segs.returns[pairs[:, 1]]
@@ -269,7 +263,7 @@ def test_myopic_needs_a_per_step_sum():
 # --------------------------------------------------------------------------------------------------
 
 
-def test_myopic_then_stochastic_then_mistake_composes():
+def test_myopic_then_stochastic_then_mistake_composes(random_pairs):
     segs = random_segments()
     m = 20_000
     pairs = random_pairs(len(segs), m)
@@ -284,7 +278,7 @@ def test_myopic_then_stochastic_then_mistake_composes():
     assert abs(labels.mean() - expected.mean()) <= binomial_tol(0.5, m)
 
 
-def test_stochastic_over_equal_keeps_the_ties():
+def test_stochastic_over_equal_keeps_the_ties(random_pairs):
     segs = random_segments(n=200)
     pairs = random_pairs(200, 3000)
     equal = Equal(PartialReturnRater(), eps=0.2)

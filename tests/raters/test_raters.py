@@ -49,12 +49,6 @@ def make_segments(
     )
 
 
-def random_pairs(n: int, m: int, seed: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    first = rng.integers(n, size=m)
-    return np.stack([first, (first + 1 + rng.integers(n - 1, size=m)) % n], axis=1)
-
-
 # --------------------------------------------------------------------------------------------------
 # partial return
 # --------------------------------------------------------------------------------------------------
@@ -86,7 +80,7 @@ def test_partial_return_utility_weights_reproduce_the_true_reward():
         PartialReturnRater(utility_weights=np.ones(3))
 
 
-def test_soft_labels_are_the_sigmoid():
+def test_soft_labels_are_the_sigmoid(random_pairs):
     segs = make_segments(n=50)
     pairs = random_pairs(50, 100)
     rater = PartialReturnRater(beta=0.3, soft=True)
@@ -118,7 +112,7 @@ def test_step_weights_shape_checked():
 # --------------------------------------------------------------------------------------------------
 
 
-def test_regret_with_constant_value_equals_partial_return():
+def test_regret_with_constant_value_equals_partial_return(random_pairs):
     segs = make_segments(n=300)
     pairs = random_pairs(300, 2000)
     regret = RegretRater(value_fn=lambda obs: np.full(len(obs), 7.0))
@@ -284,7 +278,7 @@ def heron_reference(z: np.ndarray, delta: np.ndarray, pairs: np.ndarray) -> np.n
 
 
 @pytest.mark.parametrize("margin", [0.0, 0.3, 1.0, 3.0])
-def test_hierarchical_matches_per_pair_reference(margin):
+def test_hierarchical_matches_per_pair_reference(random_pairs, margin):
     segs = make_segments(n=120)
     pairs = random_pairs(120, 3000)
     rater = HierarchicalRater(SPEC, margin=margin)
@@ -321,7 +315,7 @@ def test_hierarchical_falls_through_exactly_when_first_level_within_margin():
     np.testing.assert_array_equal(labels, [0.5, 1.0, 0.0, 0.0, 1.0])
 
 
-def test_hierarchical_errors_and_ranking_override():
+def test_hierarchical_errors_and_ranking_override(random_pairs):
     with pytest.raises(RaterError, match="one margin per level"):
         HierarchicalRater(SPEC, margins=[0.1])
     with pytest.raises(RaterError, match="no factor"):
@@ -341,7 +335,7 @@ def test_hierarchical_errors_and_ranking_override():
 # --------------------------------------------------------------------------------------------------
 
 
-def test_intransitive_majority_vote_of_criteria():
+def test_intransitive_majority_vote_of_criteria(random_pairs):
     segs = make_segments(n=60)
     pairs = random_pairs(60, 1000)
     rater = IntransitiveRater(SPEC)
@@ -353,7 +347,7 @@ def test_intransitive_majority_vote_of_criteria():
     np.testing.assert_array_equal(labels, (np.sign(votes) + 1) / 2)
 
 
-def test_intransitive_even_panel_can_tie_and_beta_votes_are_random():
+def test_intransitive_even_panel_can_tie_and_beta_votes_are_random(random_pairs):
     criteria = {
         "a": {"angle_sq": 1.0},
         "b": {"velocity_sq": 1.0},
@@ -425,7 +419,7 @@ def test_intransitive_errors():
 # --------------------------------------------------------------------------------------------------
 
 
-def test_panel_majority_follows_the_majority_members():
+def test_panel_majority_follows_the_majority_members(random_pairs):
     segs = make_segments(n=100)
     pairs = random_pairs(100, 5000)
     truth = PartialReturnRater()
@@ -439,7 +433,7 @@ def test_panel_majority_follows_the_majority_members():
     np.testing.assert_array_equal(tie, 0.5)
 
 
-def test_panel_random_member_answers_each_query():
+def test_panel_random_member_answers_each_query(random_pairs):
     segs = make_segments(n=100)
     m = 20_000
     pairs = random_pairs(100, m)
@@ -453,7 +447,7 @@ def test_panel_random_member_answers_each_query():
     assert abs(agree.mean() - 0.5) < 4 * np.sqrt(0.25 / m)
 
 
-def test_panel_drawn_members_disagree_on_trade_offs_only():
+def test_panel_drawn_members_disagree_on_trade_offs_only(random_pairs):
     segs = make_segments(n=200)
     pairs = random_pairs(200, 5000)
     panel = PanelRater(env_spec=SPEC, num_members=5, spread=0.5, seed=3)
@@ -508,7 +502,7 @@ ALL_SPECS = [
 
 
 @pytest.mark.parametrize("spec", ALL_SPECS)
-def test_same_seed_same_labels(spec):
+def test_same_seed_same_labels(random_pairs, spec):
     segs = make_segments(n=100)
     pairs = random_pairs(100, 3000)
     rater = make_rater(spec, SPEC, value_fn=_value_of_first_coordinate)
@@ -529,7 +523,7 @@ def test_empty_pair_batch(spec):
 @pytest.mark.parametrize(
     "spec", ["partial_return:beta=0.05", "mistake:eps=0.3", "panel", "intransitive:beta=0.1"]
 )
-def test_different_seeds_differ_for_random_raters(spec):
+def test_different_seeds_differ_for_random_raters(random_pairs, spec):
     segs = make_segments(n=100)
     pairs = random_pairs(100, 3000)
     rater = make_rater(spec, SPEC)
@@ -539,7 +533,7 @@ def test_different_seeds_differ_for_random_raters(spec):
 
 
 @pytest.mark.parametrize("spec", ["partial_return", "skip:eps=0.9", "hierarchical:drop_ties=true,margin=1.0"])
-def test_query_counting(spec):
+def test_query_counting(random_pairs, spec):
     segs = make_segments(n=100)
     pairs = random_pairs(100, 2000)
     rater = make_rater(spec, SPEC)
@@ -555,7 +549,7 @@ def test_query_counting(spec):
     assert rater.num_queries == 0
 
 
-def test_wrapped_rater_counts_on_the_outer_rater_only():
+def test_wrapped_rater_counts_on_the_outer_rater_only(random_pairs):
     inner = PartialReturnRater()
     outer = Mistake(inner)
     outer.label(make_segments(n=10), random_pairs(10, 30), np.random.default_rng(0))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prefrl.envs import load_env_spec
 from prefrl.errors import RaterError
 from prefrl.raters import (
     Equal,
@@ -25,15 +24,13 @@ from prefrl.raters import (
 from prefrl.raters import regret as regret_module
 from prefrl.spec_utils import parse_value
 
-SPEC = load_env_spec("pendulum")
-
 
 def zero_value(obs: np.ndarray) -> np.ndarray:
     return np.zeros(len(obs))
 
 
-def test_chain_of_wrappers_applied_left_to_right():
-    rater = make_rater("regret+myopic:gamma=0.8+mistake:eps=0.2", SPEC, value_fn=zero_value)
+def test_chain_of_wrappers_applied_left_to_right(pendulum):
+    rater = make_rater("regret+myopic:gamma=0.8+mistake:eps=0.2", pendulum, value_fn=zero_value)
     assert isinstance(rater, Mistake) and rater.eps == 0.2
     assert isinstance(rater.inner, Myopic) and rater.inner.gamma == 0.8
     assert isinstance(rater.inner.inner, RegretRater) and rater.inner.inner.value_fn is zero_value
@@ -52,8 +49,8 @@ def test_chain_of_wrappers_applied_left_to_right():
         ("myopic:gamma=1", Myopic, "gamma", 1.0),
     ],
 )
-def test_bare_wrapper_wraps_partial_return_with_b_pref_defaults(spec, cls, attr, value):
-    rater = make_rater(spec, SPEC)
+def test_bare_wrapper_wraps_partial_return_with_b_pref_defaults(pendulum, spec, cls, attr, value):
+    rater = make_rater(spec, pendulum)
     assert isinstance(rater, cls) and getattr(rater, attr) == value
     assert type(rater.inner) is PartialReturnRater and rater.inner.beta == float("inf")
 
@@ -73,14 +70,14 @@ def test_base_raters_with_parameters(spec, cls):
     assert type(rater) is cls
 
 
-def test_parsed_parameters_reach_the_rater():
-    pr = make_rater("partial_return:beta=2,discount=0.99,soft=true", SPEC)
+def test_parsed_parameters_reach_the_rater(pendulum):
+    pr = make_rater("partial_return:beta=2,discount=0.99,soft=true", pendulum)
     assert (pr.beta, pr.discount, pr.soft) == (2.0, 0.99, True)
-    nm = make_rater("non_markovian:statistic=min,factor=velocity_sq", SPEC)
+    nm = make_rater("non_markovian:statistic=min,factor=velocity_sq", pendulum)
     assert (nm.statistic, nm.factor) == ("min", "velocity_sq")
-    h = make_rater("hierarchical:margin=0.5,drop_ties=true", SPEC)
+    h = make_rater("hierarchical:margin=0.5,drop_ties=true", pendulum)
     assert h.sigmas.tolist() == [0.5, 0.5, 0.5] and h.drop_ties
-    panel = make_rater("panel:mode=majority,num_members=3", SPEC)
+    panel = make_rater("panel:mode=majority,num_members=3", pendulum)
     assert panel.mode == "majority" and len(panel.members) == 3
 
 
@@ -134,18 +131,18 @@ def test_parse_value(raw, value):
         ("non_markovian:statistic=median", "unknown statistic 'median'"),
     ],
 )
-def test_registry_errors(spec, message):
+def test_registry_errors(pendulum, spec, message):
     with pytest.raises(RaterError) as info:
-        make_rater(spec, SPEC, value_fn=zero_value)
+        make_rater(spec, pendulum, value_fn=zero_value)
     assert message in str(info.value)
 
 
-def test_regret_without_value_function_asks_for_the_oracle(monkeypatch):
+def test_regret_without_value_function_asks_for_the_oracle(pendulum, monkeypatch):
     monkeypatch.setattr(regret_module, "_default_provider", None)
     with pytest.raises(RaterError, match="an oracle value function is needed"):
-        make_rater("regret", SPEC)
+        make_rater("regret", pendulum)
     with pytest.raises(RaterError, match="form='advantage' needs q_fn"):
-        make_rater("regret:form=advantage", SPEC, value_fn=zero_value)
+        make_rater("regret:form=advantage", pendulum, value_fn=zero_value)
 
 
 @pytest.mark.parametrize("spec", ["intransitive", "non_markovian", "hierarchical", "panel"])
