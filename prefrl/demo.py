@@ -14,6 +14,7 @@ not benchmark budgets (see ``results/`` for those).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from prefrl.agents import list_agents
@@ -25,6 +26,8 @@ from prefrl.sweep import run_sweep
 
 #: (agents, rater): every agent learns from the same noise-free partial-return rater, except heron,
 #: whose method is defined by the hierarchical rater over the env's ranked reward factors
+logger = logging.getLogger(__name__)
+
 DEMO_GRID: list[tuple[list[str], str]] = [
     (["ppo", "rm_ppo", "spo", "cpl", "bc"], "partial_return"),
     (["heron"], "hierarchical"),
@@ -66,7 +69,7 @@ def run_demo(out: str | Path = "results/demo", seeds: int | None = None, steps: 
             agent_overrides={agent: budgets[agent] for agent in chosen},
             progress=True,
         )
-        print(result.summary(), flush=True)
+        logger.info(result.summary())
         if result.interrupted:
             raise KeyboardInterrupt
 
@@ -81,5 +84,5 @@ def run_demo(out: str | Path = "results/demo", seeds: int | None = None, steps: 
         f"agents {DEMO_OFFLINE_STEPS} gradient steps).\n\n{text}\n\n![learning curves](learning_curves.png)\n"
     )
     report = write_report(out / "runs", out=out / "report.md")
-    print(f"report: {report}")
+    logger.info(f"report: {report}")
     return text

@@ -156,3 +156,16 @@ def test_only_the_cli_parses_arguments() -> None:
             parsers.add(_module_name(path))
     assert users == set()  # argparse is not a prefrl module: nothing in the graph
     assert {m for m in parsers if not m.startswith("prefrl.cli")} == set()
+
+
+def test_only_the_cli_prints() -> None:
+    printing = set()
+    for path in PACKAGE.rglob("*.py"):
+        module = _module_name(path)
+        tree = ast.parse(path.read_text())
+        if any(
+            isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print"
+            for n in ast.walk(tree)
+        ):
+            printing.add(module)
+    assert {m for m in printing if not m.startswith("prefrl.cli")} == set()

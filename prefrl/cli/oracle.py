@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from prefrl.cli.echo import echo_progress
 from prefrl.oracle.quality import evaluate_oracle
 from prefrl.oracle.training import correct_value, train_oracle
 
@@ -58,6 +59,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def cmd_oracle(args: argparse.Namespace) -> int:
+    echo_progress("prefrl.oracle.training")
     if args.oracle_command == "train":
         train_oracle(
             args.env,

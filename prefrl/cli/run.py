@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from prefrl.cli.echo import echo_progress
 from prefrl.config import parse_overrides
 from prefrl.demo import run_demo
 from prefrl.errors import ConfigError
@@ -61,6 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    echo_progress("prefrl.demo")
     summary = run_demo(out=args.out, seeds=args.seeds, steps=args.steps)
     print(summary)
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import logging
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -51,6 +52,8 @@ from prefrl.oracle.value_correction import ValueCorrection, fit_value_correction
 from prefrl.spec_utils import PROJECT_ROOT, check_keys, deep_update, load_yaml
 
 __all__ = ["correct_value", "default_state_dir", "load_oracle_config", "train_oracle"]
+
+logger = logging.getLogger(__name__)
 
 ORACLE_CONFIG = PROJECT_ROOT / "agents" / "oracle.yaml"
 ORACLE_KEYS = (
@@ -245,7 +248,7 @@ def _train(
             model, saved, meta = load_training_state(SAC, state_dir, venv, expect=identity)
             snapshots.snapshots = [Snapshot(**snapshot) for snapshot in saved]
             earlier_wall = float(meta.get("wall_s", 0.0))
-            print(f"resuming {spec.name} from step {model.num_timesteps} ({state_dir})", flush=True)
+            logger.info(f"resuming {spec.name} from step {model.num_timesteps} ({state_dir})")
         else:
             if (state_dir / META).exists():
                 try:
@@ -275,7 +278,7 @@ def _train(
             model.learn(remaining, callback=callbacks, progress_bar=False, reset_num_timesteps=not resume)
         except KeyboardInterrupt:
             # hours of SAC training are not thrown away: Ctrl-C ends training like max_minutes does
-            print(f"interrupted at step {model.num_timesteps}: saving the policies reached", flush=True)
+            logger.info(f"interrupted at step {model.num_timesteps}: saving the policies reached")
         saver.save()
         return model, snapshots.snapshots, earlier_wall + time.time() - start
     if resume:
@@ -433,7 +436,7 @@ def train_oracle(
     if update_spec:
         record_normalisation(spec, r_random, r_expert)
     if verbose:
-        print(
+        logger.info(
             f"{spec.name}: oracle {algo} {r_expert:.1f} +- {r_expert_std:.1f}, random {r_random:.1f}, "
             f"levels {[round(level.mean_return, 1) for level in levels]}, V quality "
             f"{manifest.value_quality}, {wall:.0f}s -> {out}"
@@ -475,7 +478,7 @@ def correct_value(
     if verbose:
         verdict = "accepted" if report.accepted else "rejected (no gain over the plain critic)"
         before, after = report.validation_spearman_critic, report.validation_spearman_corrected
-        print(
+        logger.info(
             f"{spec.name}: value correction {verdict}; validation Spearman {before:.3f} -> {after:.3f}; "
             f"held-out value quality {manifest.value_quality}"
         )
