@@ -11,7 +11,9 @@ so studies can be analysed from Python without knowing the directory layout.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +22,10 @@ import yaml
 from rliable import metrics
 
 from prefrl.diagnostics import agreement
-from prefrl.envs import load_env_spec
-from prefrl.errors import SpecError
+from prefrl.envs import EnvSpec, load_env_spec
+from prefrl.errors import PrefrlError, RunDirError
 from prefrl.raters import make_rater
+from prefrl.run_dir import load_run_env_spec
 from prefrl.segments import collect_segments, sample_pairs
 
 ID_COLUMNS = ["env", "agent", "rater", "seed"]
@@ -71,19 +74,103 @@ def _fill_normalised_score(frame: pd.DataFrame) -> None:
     """Normalise returns with the env spec's anchors when the run predates them.
 
     A run records ``normalised_score`` with the anchors its env spec had when it started (NaN if it had
-    none); anchors measured later (``prefrl oracle train``) fill those gaps here, the same formula.
+    none); anchors recorded later in the run's own spec (or, for runs older than ``env.yaml``, in the
+    spec of that name) fill those gaps here, the same formula.
     """
     scores = frame.get("normalised_score")
     if scores is not None and scores.notna().all():
         return
     try:
-        spec = load_env_spec(str(frame["env"].iloc[0]))
-    except SpecError:
+        spec = _anchored_spec(load_run_env_spec(frame["run_dir"].iloc[0]))
+    except PrefrlError:
         return
     if not spec.has_normalisation or "true_return_mean" not in frame:
         return
     filled = spec.normalise(frame["true_return_mean"].to_numpy(dtype=float))
     frame["normalised_score"] = filled if scores is None else scores.fillna(pd.Series(filled, frame.index))
+
+
+@dataclass(frozen=True)
+class FinalEvaluation:
+    """The last evaluation of one run: what ``prefrl run`` reports when it ends.
+
+    :param true_return: mean true return of the deterministic policy
+    :param true_return_std: its std over the evaluation episodes
+    :param normalised_score: ``100 * (R - R_random) / (R_oracle - R_random)``; NaN when the env spec has
+        no normalisation anchors
+    :param episodes: deterministic episodes per evaluation (the run's ``n_eval_episodes``), ``None`` if the
+        run's config does not say
+    :param steps: the budget spent at that evaluation: env steps, or gradient steps for offline agents
+    :param step_unit: ``"env steps"`` or ``"gradient steps"``
+    :param queries: rater queries (labelled pairs for offline agents) used by then
+    """
+
+    true_return: float
+    true_return_std: float
+    normalised_score: float
+    episodes: int | None
+    steps: int
+    step_unit: str
+    queries: int
+
+    @property
+    def has_normalised_score(self) -> bool:
+        """False when the env spec has no random/oracle returns to normalise with."""
+        return not math.isnan(self.normalised_score)
+
+
+def is_offline(frame: pd.DataFrame) -> pd.Series:
+    """Per row: True where the run is offline, i.e. its progress.csv counts ``grad_steps``.
+
+    Offline agents (cpl, bc) log a constant ``env_steps`` (the dataset's size) and their progress in
+    gradient steps; online agents have no ``grad_steps`` column (NaN after :func:`load_runs` concatenates).
+    """
+    if "grad_steps" not in frame:
+        return pd.Series(False, index=frame.index)
+    return frame["grad_steps"].notna()
+
+
+def final_evaluation(run_dir: str | Path) -> FinalEvaluation:
+    """The last row of ``run_dir/progress.csv`` as a :class:`FinalEvaluation`.
+
+    The normalised score is filled from the env spec's anchors when the run predates them (as
+    :func:`load_run`); it stays NaN when the spec has none.
+
+    :raises RunDirError: ``run_dir`` holds no evaluation yet
+    """
+    frame = load_run(run_dir)
+    if frame is None:
+        raise RunDirError(f"{run_dir} has no evaluation yet (no rows in progress.csv)")
+    last = frame.iloc[-1]
+    offline = bool(is_offline(frame).iloc[-1])
+    config_path = Path(run_dir) / "config.yaml"
+    run = yaml.safe_load(config_path.read_text()) if config_path.is_file() else None
+    episodes = ((run or {}).get("config") or {}).get("n_eval_episodes") if isinstance(run, dict) else None
+    score = last.get("normalised_score", math.nan)
+    return FinalEvaluation(
+        true_return=float(last["true_return_mean"]),
+        true_return_std=float(last.get("true_return_std", math.nan)),
+        normalised_score=math.nan if pd.isna(score) else float(score),
+        episodes=None if episodes is None else int(episodes),
+        steps=int(last["grad_steps"] if offline else last["env_steps"]),
+        step_unit="gradient steps" if offline else "env steps",
+        queries=int(last.get("queries", 0)),
+    )
+
+
+def _anchored_spec(spec: EnvSpec) -> EnvSpec:
+    """``spec``, or the current spec of its name when only that one has anchors and otherwise agrees."""
+    if spec.has_normalisation:
+        return spec
+    try:
+        current = load_env_spec(spec.name)
+    except PrefrlError:
+        return spec
+
+    def unanchored(s: EnvSpec) -> dict:
+        return {**s.to_dict(), "normalisation": None}
+
+    return current if unanchored(current) == unanchored(spec) else spec
 
 
 def load_runs(roots: Iterable[str | Path] | str | Path, only_done: bool = False) -> pd.DataFrame:

@@ -20,15 +20,22 @@ from prefrl.agents.base import COMMON_DEFAULTS
 from prefrl.agents.registry import get_agent_class
 from prefrl.envs import list_env_specs
 from prefrl.errors import ConfigError, SpecError
-from prefrl.spec_utils import PROJECT_ROOT, check_keys, deep_update, load_yaml, parse_value, suggest
+from prefrl.spec_utils import check_keys, deep_update, load_yaml, parse_value, shipped_spec_dir, suggest
 
-#: where agent YAMLs live
-AGENTS_DIR = PROJECT_ROOT / "agents"
+#: where the built-in agent YAMLs live (the checkout's agents/, or the wheel's copy)
+AGENTS_DIR = shipped_spec_dir("agents")
 
 
-def agent_config_path(agent_name: str) -> Path:
-    """``agents/<agent_name>.yaml``."""
-    return AGENTS_DIR / f"{agent_name}.yaml"
+def agent_config_path(agent_name: str) -> Path | None:
+    """The agent's YAML: its class's ``config_file``, else ``agents/<agent_name>.yaml``; ``None`` if neither.
+
+    An agent without a YAML (a third-party agent may have none) runs on its config sections' defaults.
+    """
+    config_file = get_agent_class(agent_name).config_file
+    if config_file is not None:
+        return Path(config_file)
+    path = AGENTS_DIR / f"{agent_name}.yaml"
+    return path if path.is_file() else None
 
 
 def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any], where: str) -> None:
@@ -65,7 +72,7 @@ def load_agent_config(
 ) -> dict[str, Any]:
     """The resolved config of ``agent_name`` on env spec ``env_name``.
 
-    :param agent_name: registered agent name (its YAML is ``agents/<agent_name>.yaml`` unless ``path``)
+    :param agent_name: registered agent name (its YAML is :func:`agent_config_path` unless ``path``)
     :param env_name: env spec name (``"pendulum"``), the key looked up under ``envs:``
     :param overrides: user overrides, merged last (nested mappings merge)
     :param path: a different agent YAML
@@ -73,17 +80,18 @@ def load_agent_config(
     """
     cls = get_agent_class(agent_name)
     path = agent_config_path(agent_name) if path is None else Path(path)
-    data = load_yaml(path)
-    check_keys(data, ("defaults", "envs"), str(path))
+    data = {} if path is None else load_yaml(path)
+    where = str(path) if path is not None else f"agent '{agent_name}'"
+    check_keys(data, ("defaults", "envs"), where)
     schema = cls.config_schema()
     defaults = data.get("defaults") or {}
-    validate_config(defaults, schema, f"{path}: defaults")
+    validate_config(defaults, schema, f"{where}: defaults")
     env_overrides = data.get("envs") or {}
     if not isinstance(env_overrides, Mapping):
-        raise SpecError(f"{path}: envs: expected a mapping of env spec name -> overrides")
-    _check_env_names(env_overrides, f"{path}: envs")
+        raise SpecError(f"{where}: envs: expected a mapping of env spec name -> overrides")
+    _check_env_names(env_overrides, f"{where}: envs")
     for env_key, env_config in env_overrides.items():
-        validate_config(env_config or {}, schema, f"{path}: envs.{env_key}")
+        validate_config(env_config or {}, schema, f"{where}: envs.{env_key}")
     config = deep_update(COMMON_DEFAULTS, defaults)
     config = deep_update(config, env_overrides.get(env_name) or {})
     if overrides:

@@ -6,24 +6,33 @@ is ``r_t = sum_{f in reward} sign_f * weight_f * raw_f(t)``), plus the rater set
 env: the HERON factor ranking, the intransitive criteria, the non-Markovian statistic and the score
 normalisation anchors. Example::
 
-    spec = load_env_spec("pendulum")        # or "Pendulum-v1", or a path to a yaml file
+    spec = load_env_spec("pendulum")        # or "Pendulum-v1", a path to a yaml file, or "gym:<id>"
     env = make_env(spec, seed=0)            # TimeLimit(horizon) + RewardFactorWrapper
     obs, info = env.reset(seed=0)
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     info["factors"]                         # np.float64 [F], raw factor values in spec order
     venv = make_vec_env(spec, n_envs=4, seed=0)   # SB3 VecEnv, env i seeded seed + i
 
-Factor sources are ``"info:<key>"`` (read from the env's ``info`` after the step) or
+Factor sources are ``"info:<key>"`` (read from the env's ``info`` after the step),
 ``"computed:<fn>"`` (a function from :data:`COMPUTED_FACTORS`; e.g. Pendulum's costs are computed from
-the state *before* the step, as gymnasium computes its reward).
+the state *before* the step, as gymnasium computes its reward) or ``"reward"`` (the env's own reward).
+
+Where specs come from, by name: the folders in ``$PREFRL_SPEC_PATH`` (``os.pathsep``-separated), then
+the folders that installed packages register under the ``prefrl.envs`` entry-point group, then the
+built-in folder (:data:`ENV_DIR`). A user spec named like a built-in wins, with a one-line
+:class:`SpecShadowWarning`. ``"gym:<id>[,key=value...]"`` builds a spec for any registered gymnasium env
+(:func:`gym_env_spec`): the env's reward is its only factor and it has no oracle.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -33,28 +42,39 @@ from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from prefrl.errors import SpecError
-from prefrl.spec_utils import PROJECT_ROOT, check_keys, check_type, load_yaml, suggest
+from prefrl.spec_utils import check_keys, check_type, load_yaml, parse_value, shipped_spec_dir, suggest
 
 __all__ = [
     "COMPUTED_FACTORS",
     "DEFAULT_ENV",
     "ENV_DIR",
     "NON_MARKOVIAN_STATISTICS",
+    "SPEC_PATH_VARIABLE",
     "ComputedFactor",
     "CriterionSpec",
     "EnvSpec",
     "FactorSpec",
     "RewardFactorWrapper",
+    "SpecShadowWarning",
+    "gym_env_spec",
     "list_env_specs",
     "load_env_spec",
+    "load_env_spec_file",
     "make_env",
     "make_vec_env",
+    "spec_folders",
 ]
 
 #: spec used when none is given
 DEFAULT_ENV = "pendulum"
-#: directory holding one YAML file per environment
-ENV_DIR = PROJECT_ROOT / "envs"
+#: the built-in specs, one YAML file per environment (the checkout's envs/, or the wheel's copy)
+ENV_DIR = shipped_spec_dir("envs")
+#: environment variable listing extra spec folders (searched before the built-ins)
+SPEC_PATH_VARIABLE = "PREFRL_SPEC_PATH"
+#: entry-point group through which installed packages add spec folders
+ENTRY_POINT_GROUP = "prefrl.envs"
+#: prefix of a generated spec for a registered gymnasium env: ``gym:<id>[,key=value...]``
+GYM_PREFIX = "gym:"
 #: trajectory-level statistics a non-Markovian rater may use
 NON_MARKOVIAN_STATISTICS = ("min", "max", "mean", "final", "fraction_above")
 
@@ -115,7 +135,8 @@ class FactorSpec:
 
     :param name: unique name within the spec, e.g. ``"reward_forward"``.
     :param sign: +1 (more is better) or -1 (a cost).
-    :param source: ``"info:<key>"`` or ``"computed:<fn>"`` (see :data:`COMPUTED_FACTORS`).
+    :param source: ``"info:<key>"``, ``"computed:<fn>"`` (see :data:`COMPUTED_FACTORS`) or ``"reward"``
+        (the env's own reward).
     :param description: human-readable meaning.
     :param in_reward: whether the factor is part of the true reward.
     :param weight: non-negative scale; ``utility = sign * weight * raw`` and the reward is the sum of the
@@ -131,13 +152,13 @@ class FactorSpec:
 
     @property
     def kind(self) -> str:
-        """``"info"`` or ``"computed"``."""
+        """``"info"``, ``"computed"`` or ``"reward"``."""
         return self.source.split(":", 1)[0]
 
     @property
     def key(self) -> str:
-        """The info key or computed-function name."""
-        return self.source.split(":", 1)[1]
+        """The info key or computed-function name (empty for ``"reward"``)."""
+        return self.source.partition(":")[2]
 
 
 @dataclass(frozen=True)
@@ -176,6 +197,45 @@ class EnvSpec:
     oracle_return: float | None = None
     oracle: dict[str, Any] = field(default_factory=lambda: {"algo": None, "checkpoint": None})
     path: Path | None = None
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as the YAML mapping it is read from (``load_env_spec`` of its dump gives it back).
+
+        Run directories store it (``env.yaml``), so a run reloads exactly the spec it was trained on,
+        whether it came from a built-in, a user file or a ``gym:`` id.
+        """
+        data: dict[str, Any] = {"name": self.name}
+        if self.description:
+            data["description"] = self.description
+        data.update(
+            gym_id=self.gym_id,
+            kwargs=dict(self.kwargs),
+            horizon=self.horizon,
+            segment_length=self.segment_length,
+            factors=[
+                {
+                    "name": f.name,
+                    "sign": f.sign,
+                    "weight": f.weight,
+                    "source": f.source,
+                    "description": f.description,
+                    "in_reward": f.in_reward,
+                }
+                for f in self.factors
+            ],
+        )
+        if self.heron_ranking:
+            data["heron"] = {"ranking": list(self.heron_ranking), "margins": list(self.heron_margins)}
+        if self.criteria:
+            data["intransitive"] = {
+                "criteria": [{"name": c.name, "weights": dict(c.weights)} for c in self.criteria]
+            }
+        if self.non_markovian:
+            data["non_markovian"] = dict(self.non_markovian)
+        data["normalisation"] = {"random_return": self.random_return, "oracle_return": self.oracle_return}
+        data["oracle"] = dict(self.oracle)
+        return data
 
     # ---- factors -------------------------------------------------------------------------------
     @property
@@ -275,6 +335,8 @@ class EnvSpec:
 # --------------------------------------------------------------------------------------------------
 
 _TOP_KEYS = (
+    "name",
+    "description",
     "gym_id",
     "kwargs",
     "horizon",
@@ -290,41 +352,131 @@ _REQUIRED_TOP = ("gym_id", "horizon", "factors")
 _FACTOR_KEYS = ("name", "sign", "weight", "source", "description", "in_reward")
 
 
+class SpecShadowWarning(UserWarning):
+    """A user env spec has the name of a built-in one and is used instead of it."""
+
+
+def _entry_point_folders() -> list[Path]:
+    """Spec folders registered by installed packages (``prefrl.envs`` entry points).
+
+    An entry point names a folder (a string or path) or a callable returning one or several.
+    """
+    folders: list[Path] = []
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        value = entry.load()
+        value = value() if callable(value) else value
+        items = [value] if isinstance(value, str | os.PathLike) else list(value)
+        folders.extend(Path(item) for item in items)
+    return folders
+
+
+def spec_folders() -> list[Path]:
+    """Folders searched for env specs by name, highest priority first.
+
+    ``$PREFRL_SPEC_PATH`` entries, then entry-point folders, then the built-in :data:`ENV_DIR`.
+    """
+    user = [Path(p) for p in os.environ.get(SPEC_PATH_VARIABLE, "").split(os.pathsep) if p]
+    return [*user, *_entry_point_folders(), ENV_DIR]
+
+
+def _spec_files() -> dict[str, list[Path]]:
+    """Spec name -> every file defining it, in search order (the first one is used)."""
+    files: dict[str, list[Path]] = {}
+    for folder in spec_folders():
+        for path in sorted(folder.glob("*.y*ml")):
+            if path.suffix in (".yaml", ".yml"):
+                files.setdefault(path.stem, []).append(path)
+    return files
+
+
 def list_env_specs() -> list[str]:
-    """Names (file stems) of the specs in ``envs/``, sorted."""
-    return sorted(p.stem for p in ENV_DIR.glob("*.yaml"))
+    """Names of every env spec found by name (user folders, entry points, built-ins), sorted."""
+    return sorted(_spec_files())
 
 
 def load_env_spec(name_or_path: str | Path | EnvSpec = DEFAULT_ENV) -> EnvSpec:
     """Load and validate an env spec.
 
-    :param name_or_path: a spec name (``"pendulum"``), a gymnasium id (``"Pendulum-v1"``, case-insensitive),
-        a path to a yaml file, or an :class:`EnvSpec` (returned unchanged).
+    :param name_or_path: a spec name (``"pendulum"``, searched in :func:`spec_folders`), a gymnasium id
+        of a spec (``"Pendulum-v1"``, case-insensitive), a path to a yaml file, ``"gym:<id>[,k=v...]"``
+        (:func:`gym_env_spec`), or an :class:`EnvSpec` (returned unchanged).
     :raises SpecError: unknown name or invalid file; the message names the file and the key.
     """
     if isinstance(name_or_path, EnvSpec):
         return name_or_path
     text = str(name_or_path)
+    if text.startswith(GYM_PREFIX):
+        return gym_env_spec(text)
     path = Path(text)
     if path.suffix in (".yaml", ".yml") or path.is_file():
-        return _parse_spec(load_yaml(path), path)
-    available = list_env_specs()
-    if text in available:
-        path = ENV_DIR / f"{text}.yaml"
-        return _parse_spec(load_yaml(path), path)
+        return load_env_spec_file(path)
+    files = _spec_files()
+    if text in files or text.lower() in files:
+        return load_env_spec_file(files[text if text in files else text.lower()][0])
     # a gymnasium id: match it against the specs' gym_id, case-insensitively
-    for stem in available:
-        candidate = ENV_DIR / f"{stem}.yaml"
-        gym_id = load_yaml(candidate).get("gym_id")
+    for paths in files.values():
+        gym_id = load_yaml(paths[0]).get("gym_id")
         if isinstance(gym_id, str) and gym_id.lower() == text.lower():
-            return _parse_spec(load_yaml(candidate), candidate)
-    if text.lower() in available:
-        path = ENV_DIR / f"{text.lower()}.yaml"
-        return _parse_spec(load_yaml(path), path)
+            return load_env_spec_file(paths[0])
     raise SpecError(
-        f"unknown env '{text}'{suggest(text.lower(), available)}; "
-        f"available in {ENV_DIR}: {', '.join(available)}"
+        f"unknown env '{text}'{suggest(text.lower(), files)}; available: {', '.join(sorted(files))} "
+        f"(or a spec file path, or gym:<gymnasium id>)"
     )
+
+
+def load_env_spec_file(path: str | Path, notice: bool = True) -> EnvSpec:
+    """Load one spec file; with ``notice``, warn (:class:`SpecShadowWarning`) when it shadows a built-in.
+
+    Run directories reload their stored spec with ``notice=False``: it is the spec the run was trained on.
+    """
+    path = Path(path)
+    spec = _parse_spec(load_yaml(path), path)
+    builtin = ENV_DIR / f"{spec.name}.yaml"
+    if notice and builtin.is_file() and path.resolve() != builtin.resolve():
+        warnings.warn(
+            f"env '{spec.name}': using {path} instead of the built-in spec of that name",
+            SpecShadowWarning,
+            stacklevel=3,
+        )
+    return spec
+
+
+def gym_env_spec(text: str) -> EnvSpec:
+    """A generated spec for any registered gymnasium env: ``"gym:<id>[,key=value...]"``.
+
+    ``key=value`` pairs are passed to ``gymnasium.make``, except ``horizon`` (default: the env's registered
+    ``max_episode_steps``, else 1000) and ``segment_length`` (default ``min(50, horizon)``). The env's own
+    reward is the only factor; there is no oracle and no normalisation anchors (normalised score NaN),
+    so raters that need several factors or the oracle's V* refuse the spec with a clear error.
+
+    :raises SpecError: unknown gymnasium id or malformed ``key=value`` list
+    """
+    body = text[len(GYM_PREFIX) :] if text.startswith(GYM_PREFIX) else text
+    gym_id, *items = [part.strip() for part in body.split(",")]
+    if gym_id not in gym.registry:
+        raise SpecError(
+            f"'{text}': no gymnasium env registered as '{gym_id}'{suggest(gym_id, gym.registry)}"
+        )
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"'{text}': expected key=value after the gymnasium id, got '{item}'")
+        options[key.strip()] = parse_value(raw.strip())
+    horizon = options.pop("horizon", gym.spec(gym_id).max_episode_steps or 1000)
+    segment_length = options.pop("segment_length", min(50, horizon) if isinstance(horizon, int) else 50)
+    data = {
+        "name": text if text.startswith(GYM_PREFIX) else GYM_PREFIX + text,
+        "description": f"gymnasium {gym_id} with its own reward (generated spec, no oracle)",
+        "gym_id": gym_id,
+        "kwargs": options,
+        "horizon": horizon,
+        "segment_length": segment_length,
+        "factors": [
+            {"name": "reward", "sign": 1, "source": "reward", "description": f"{gym_id}'s reward"}
+        ],
+    }
+    return _parse_spec(data, Path(text))
 
 
 def _check_positive_int(value: Any, where: str) -> int:
@@ -354,8 +506,10 @@ def _parse_factor(raw: Any, where: str) -> FactorSpec:
         raise SpecError(f"{where}.weight: must be >= 0 (the sign carries the direction), got {weight}")
     source = check_type(raw["source"], str, f"{where}.source")
     kind, _, key = source.partition(":")
-    if kind not in ("info", "computed") or not key:
-        raise SpecError(f"{where}.source: expected 'info:<key>' or 'computed:<fn>', got '{source}'")
+    if source != "reward" and (kind not in ("info", "computed") or not key):
+        raise SpecError(
+            f"{where}.source: expected 'info:<key>', 'computed:<fn>' or 'reward', got '{source}'"
+        )
     if kind == "computed" and key not in COMPUTED_FACTORS:
         raise SpecError(
             f"{where}.source: unknown computed factor '{key}'{suggest(key, COMPUTED_FACTORS)}; "
@@ -490,8 +644,12 @@ def _parse_spec(data: dict[str, Any], path: Path) -> EnvSpec:
         if value is not None:
             check_type(value, str, f"{where}: oracle.{key}")
 
+    name = check_type(data.get("name", path.stem), str, f"{where}: name")
+    if not re.fullmatch(r"[^/\\\x00]+", name) or name in (".", ".."):
+        raise SpecError(f"{where}: name: '{name}' cannot name a spec (it is used in run directory paths)")
     return EnvSpec(
-        name=path.stem,
+        name=name,
+        description=check_type(data.get("description", ""), str, f"{where}: description"),
         gym_id=gym_id,
         kwargs=dict(kwargs),
         horizon=horizon,
@@ -534,6 +692,7 @@ class RewardFactorWrapper(gym.Wrapper):
             if f.kind == "computed" and not COMPUTED_FACTORS[f.key].pre_step
         ]
         self._info = [(i, f.key, f.name) for i, f in enumerate(spec.factors) if f.kind == "info"]
+        self._reward = [i for i, f in enumerate(spec.factors) if f.kind == "reward"]
 
     def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
         base = self._base
@@ -550,6 +709,7 @@ class RewardFactorWrapper(gym.Wrapper):
             factors[i] = info[key]
         for i, computed in self._post_computed:
             factors[i] = computed.fn(base, action, info)
+        factors[self._reward] = reward
         info["factors"] = factors
         return obs, reward, terminated, truncated, info
 

@@ -29,11 +29,19 @@ from stable_baselines3.common.utils import set_random_seed
 
 from prefrl.agents.registry import get_agent_class, make_agent
 from prefrl.config import load_agent_config
-from prefrl.envs import load_env_spec
+from prefrl.envs import EnvSpec, load_env_spec
 from prefrl.errors import ConfigError
 from prefrl.evaluation import ProgressHook
-from prefrl.raters import make_rater
-from prefrl.run_dir import default_run_dir, is_done, mark_done, prepare_run_dir, write_json
+from prefrl.raters import Rater, make_rater
+from prefrl.run_dir import (
+    default_run_dir,
+    is_done,
+    load_run_env_spec,
+    mark_done,
+    prepare_run_dir,
+    write_env_spec,
+    write_json,
+)
 from prefrl.spec_utils import PROJECT_ROOT
 
 logger = logging.getLogger(__name__)
@@ -72,10 +80,17 @@ def _check_budget(value: Any, name: str) -> int:
     return int(value)
 
 
+def rater_label(rater: str | Rater | None) -> str:
+    """How a run records its rater: the spec string, or the ``repr`` of a :class:`Rater` object."""
+    if rater is None:
+        return "none"
+    return rater if isinstance(rater, str) else repr(rater)
+
+
 def resolve_run(
-    env: str,
+    env: str | Path | EnvSpec,
     agent: str,
-    rater: str | None,
+    rater: str | Rater | None,
     seed: int,
     steps: int | None = None,
     queries: int | None = None,
@@ -87,7 +102,8 @@ def resolve_run(
 
     Raises :class:`~prefrl.errors.ConfigError` (or the rater's error) for any invalid input, before
     anything is trained. A rater given to an agent that needs none is dropped with a warning (recorded as
-    ``"none"``), so a sweep may pair every agent with every rater.
+    ``"none"``), so a sweep may pair every agent with every rater. A :class:`Rater` object is recorded by
+    its ``repr`` (:func:`rater_label`).
     """
     env_spec = load_env_spec(env)
     agent_cls = get_agent_class(agent)
@@ -95,7 +111,8 @@ def resolve_run(
         rater = None
     if rater is not None and not agent_cls.requires_rater:
         warnings.warn(
-            f"agent '{agent}' does not use preferences; ignoring rater '{rater}' (recorded as 'none')",
+            f"agent '{agent}' does not use preferences; ignoring rater '{rater_label(rater)}' "
+            "(recorded as 'none')",
             stacklevel=3,
         )
         rater = None
@@ -113,12 +130,14 @@ def resolve_run(
     query_budget = _check_budget(config["queries"] if queries is None else queries, "queries")
     # the budgets actually used, so config.yaml never shows two different ones
     config["total_steps"], config["queries"] = total_steps, query_budget
-    if rater is not None:
+    if isinstance(rater, str):
         make_rater(rater, env_spec)  # validates the rater spec now rather than after training starts
+    elif rater is not None and not isinstance(rater, Rater):
+        raise ConfigError(f"rater must be a spec string or a prefrl Rater object, got {type(rater).__name__}")
     return {
         "env": env_spec.name,
         "agent": agent,
-        "rater": rater or "none",
+        "rater": rater_label(rater),
         "seed": int(seed),
         "steps": total_steps,
         "queries": query_budget,
@@ -127,9 +146,9 @@ def resolve_run(
 
 
 def run_experiment(
-    env: str,
+    env: str | Path | EnvSpec,
     agent: str,
-    rater: str | None,
+    rater: str | Rater | None,
     seed: int,
     steps: int | None = None,
     queries: int | None = None,
@@ -141,9 +160,11 @@ def run_experiment(
 ) -> Path:
     """Train ``agent`` on ``env`` with ``rater`` and write one run directory; return its path.
 
-    :param env: env spec name (``envs/<name>.yaml``), gymnasium id or path
+    :param env: env spec name, gymnasium id of a spec, path to a spec file, ``"gym:<id>"`` or an
+        :class:`~prefrl.envs.EnvSpec` (the resolved spec is stored in the run directory as ``env.yaml``)
     :param agent: registered agent name
-    :param rater: rater spec string (``prefrl.raters.make_rater``) or ``None``/``"none"``
+    :param rater: rater spec string (``prefrl.raters.make_rater``), a :class:`~prefrl.raters.Rater`
+        object, or ``None``/``"none"``
     :param seed: run seed (same seed -> same returns in progress.csv)
     :param steps: env-step budget (default: the config's ``total_steps``)
     :param queries: query budget (default: the config's ``queries``)
@@ -153,7 +174,8 @@ def run_experiment(
     :param n_eval_episodes: episodes per evaluation (overrides the config)
     :param progress_bar: show a progress bar (default: when stdout is a terminal)
     """
-    run = resolve_run(env, agent, rater, seed, steps, queries, overrides, eval_freq, n_eval_episodes)
+    env_spec = load_env_spec(env)
+    run = resolve_run(env_spec, agent, rater, seed, steps, queries, overrides, eval_freq, n_eval_episodes)
     run_dir = Path(out) if out is not None else default_run_dir(run["env"], agent, run["rater"], seed)
     if is_done(run_dir):
         _warn_if_config_differs(run_dir, run)
@@ -161,6 +183,7 @@ def run_experiment(
         return run_dir
     prepare_run_dir(run_dir)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(run, sort_keys=False))
+    write_env_spec(run_dir, env_spec)
     start = time.time()
     meta: dict[str, Any] = {
         **_git_commit(),
@@ -172,7 +195,8 @@ def run_experiment(
     }
     write_json(run_dir / "meta.json", meta)
     try:
-        _train(run, run_dir, progress_bar)
+        rater_object = rater if isinstance(rater, Rater) and run["rater"] != "none" else None
+        _train(run, run_dir, progress_bar, rater_object)
     except BaseException:
         (run_dir / "error.txt").write_text(traceback.format_exc())
         raise
@@ -182,13 +206,14 @@ def run_experiment(
     return run_dir
 
 
-def _train(run: Mapping[str, Any], run_dir: Path, progress_bar: bool | None) -> None:
-    env_spec = load_env_spec(run["env"])
+def _train(
+    run: Mapping[str, Any], run_dir: Path, progress_bar: bool | None, rater: Rater | None = None
+) -> None:
+    env_spec = load_run_env_spec(run_dir)
     config = run["config"]
     seed = run["seed"]
     set_random_seed(seed)
-    rater = None
-    if run["rater"] != "none":
+    if rater is None and run["rater"] != "none":
         rater = make_rater(run["rater"], env_spec)
     agent = make_agent(run["agent"], env_spec, config, rater=rater, seed=seed)
     if progress_bar is not None:

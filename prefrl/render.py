@@ -31,7 +31,7 @@ from prefrl.agents.base import PredictFn
 from prefrl.envs import EnvSpec, RewardFactorWrapper, load_env_spec, make_env
 from prefrl.errors import RenderError, RunDirError
 from prefrl.raters import make_rater
-from prefrl.run_dir import read_run_config
+from prefrl.run_dir import load_run_env_spec, read_run_config
 from prefrl.types import SegmentBatch
 
 __all__ = [
@@ -219,8 +219,8 @@ def write_video(frames: Sequence[np.ndarray], out: str | Path, fps: int = 30) ->
 
 
 def run_env_spec(run_dir: str | Path) -> EnvSpec:
-    """The env spec a run directory was trained on (from its ``config.yaml``)."""
-    return load_env_spec(read_run_config(run_dir)["env"])
+    """The env spec a run directory was trained on (its stored ``env.yaml``)."""
+    return load_run_env_spec(run_dir)
 
 
 def load_policy(run_dir: str | Path) -> tuple[EnvSpec, PredictFn]:
@@ -229,7 +229,7 @@ def load_policy(run_dir: str | Path) -> tuple[EnvSpec, PredictFn]:
     run = read_run_config(run_dir)
     if not (run_dir / "policy.zip").is_file():
         raise RunDirError(f"{run_dir} is not a finished run directory (needs config.yaml and policy.zip)")
-    return load_env_spec(run["env"]), get_agent_class(run["agent"]).load_policy(run_dir)
+    return load_run_env_spec(run_dir), get_agent_class(run["agent"]).load_policy(run_dir)
 
 
 def _action(predict: Callable[[np.ndarray], np.ndarray] | None, env: Any, obs: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 A run directory holds::
 
     config.yaml    resolved config + env, agent, rater spec, seed, budgets
+    env.yaml       the full env spec the run was trained on (reloaded from here, never by name)
     meta.json      git commit, package versions, hostname, start/end time
     progress.csv   one row per evaluation (true return, normalised score, queries, agent metrics, losses)
     tb/            TensorBoard events
@@ -27,18 +28,22 @@ from typing import Any
 
 import yaml
 
+from prefrl.envs import EnvSpec, load_env_spec, load_env_spec_file
 from prefrl.errors import RunDirError
 
 __all__ = [
     "CONFIG_FILE",
     "DEFAULT_RUNS_ROOT",
     "DONE_FILE",
+    "ENV_SPEC_FILE",
     "default_run_dir",
     "is_done",
+    "load_run_env_spec",
     "mark_done",
     "prepare_run_dir",
     "read_run_config",
     "write_atomic",
+    "write_env_spec",
     "write_json",
 ]
 
@@ -48,6 +53,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_RUNS_ROOT = Path("runs")
 #: the resolved run description
 CONFIG_FILE = "config.yaml"
+#: the env spec the run was trained on
+ENV_SPEC_FILE = "env.yaml"
 #: the marker of a finished run
 DONE_FILE = "done"
 #: files that mark a directory as a prefrl run directory (safe to clear when unfinished)
@@ -118,3 +125,20 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     if not isinstance(run, dict) or not {"env", "agent"} <= run.keys():
         raise RunDirError(f"{path}: not a prefrl run description (needs at least 'env' and 'agent')")
     return run
+
+
+def write_env_spec(run_dir: Path, spec: EnvSpec) -> None:
+    """Store the full resolved env spec in ``run_dir/env.yaml`` (atomically)."""
+    write_atomic(Path(run_dir) / ENV_SPEC_FILE, yaml.safe_dump(spec.to_dict(), sort_keys=False))
+
+
+def load_run_env_spec(run_dir: str | Path) -> EnvSpec:
+    """The env spec a run was trained on: its ``env.yaml``; runs written before it existed reload by name.
+
+    :raises RunDirError: not a run directory
+    :raises SpecError: the stored spec is invalid (or, for an old run, its name is unknown)
+    """
+    path = Path(run_dir) / ENV_SPEC_FILE
+    if path.is_file():
+        return load_env_spec_file(path, notice=False)
+    return load_env_spec(read_run_config(run_dir)["env"])

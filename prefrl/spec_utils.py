@@ -17,8 +17,25 @@ import yaml
 
 from prefrl.errors import SpecError
 
-#: repository root (holds envs/ and agents/); specs are looked up here
+#: repository root of a source checkout (holds envs/, agents/, results/); in an installed wheel this is
+#: site-packages, so package data is found through :func:`shipped_spec_dir` instead
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: where the wheel carries copies of the top-level ``envs/`` and ``agents/`` folders (setup.py copies them
+#: at build time; the checkout's folders stay the source of truth)
+PACKAGED_SPECS = Path(__file__).resolve().parent / "_specs"
+
+
+def shipped_spec_dir(kind: str) -> Path:
+    """The built-in ``envs`` or ``agents`` folder: the wheel's packaged copy, else the source checkout's.
+
+    The packaged copy wins when present: in an installed wheel ``PROJECT_ROOT`` is site-packages, whose
+    ``envs/`` or ``agents/`` (if any) would belong to some other distribution.
+    """
+    if kind not in ("envs", "agents"):
+        raise ValueError(f"kind must be 'envs' or 'agents', got {kind!r}")
+    packaged = PACKAGED_SPECS / kind
+    return packaged if packaged.is_dir() else PROJECT_ROOT / kind
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:

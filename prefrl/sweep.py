@@ -45,8 +45,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from prefrl.agents import get_agent_class
+from prefrl.envs import EnvSpec, load_env_spec
 from prefrl.errors import SpecError
 from prefrl.experiment import resolve_run, run_experiment
+from prefrl.raters import Rater
 from prefrl.run_dir import default_run_dir
 from prefrl.spec_utils import deep_update
 
@@ -91,9 +93,12 @@ class RunCell:
 
     :param env: env spec name
     :param agent: agent name
-    :param rater: rater spec, ``"none"`` for agents that need none
+    :param rater: rater spec, ``"none"`` for agents that need none (a rater object's ``repr``)
     :param seed: run seed
     :param run_dir: the cell's run directory
+    :param env_spec: the resolved env spec (workers use it as is, so a spec file or ``gym:`` id is read
+        once, in the parent)
+    :param rater_object: the :class:`~prefrl.raters.Rater` object when the sweep was given one
     """
 
     env: str
@@ -106,6 +111,12 @@ class RunCell:
     overrides: Mapping[str, Any] | None = None
     eval_freq: int | None = None
     n_eval_episodes: int | None = None
+    env_spec: EnvSpec | None = field(default=None, repr=False, compare=False)
+    rater_object: Rater | None = field(default=None, repr=False, compare=False)
+
+    def describe(self) -> dict[str, Any]:
+        """The cell as plain data (``sweep.json``): the spec and rater objects are named, not dumped."""
+        return {k: v for k, v in asdict(self).items() if k not in ("env_spec", "rater_object")}
 
     @property
     def label(self) -> str:
@@ -183,19 +194,24 @@ class SweepResult:
 _CONTINUATION = re.compile(r"^\s*[A-Za-z_]\w*\s*=")
 
 
-def split_specs(values: str | Iterable[str] | None) -> list[str]:
+def split_specs(values: str | Iterable[Any] | None) -> list[Any]:
     """Split comma-separated CLI lists, keeping rater parameters together.
 
     ``"ppo,spo"`` -> ``["ppo", "spo"]``; ``"partial_return,mistake:eps=0.2,beta=1"`` ->
     ``["partial_return", "mistake:eps=0.2,beta=1"]`` (an item of the form ``key=value`` belongs to the
-    spec before it). Repeated options (a list) are split and concatenated; duplicates are dropped.
+    spec before it, as in ``gym:Hopper-v5,ctrl_cost_weight=0.01``). Repeated options (a list) are split
+    and concatenated; duplicates are dropped. Objects (an :class:`EnvSpec`, a :class:`Rater`) pass
+    through unchanged.
     """
     if values is None:
         return []
-    if isinstance(values, str):
+    if isinstance(values, str | EnvSpec | Rater):
         values = [values]
-    items: list[str] = []
+    items: list[Any] = []
     for value in values:
+        if not isinstance(value, str):
+            items.append(value)
+            continue
         pieces: list[str] = []
         for piece in str(value).split(","):
             if pieces and _CONTINUATION.match(piece) and ":" in pieces[-1]:
@@ -203,7 +219,8 @@ def split_specs(values: str | Iterable[str] | None) -> list[str]:
             elif piece.strip():
                 pieces.append(piece.strip())
         items.extend(pieces)
-    return list(dict.fromkeys(items))
+    unique = {item if isinstance(item, str) else id(item): item for item in items}
+    return list(unique.values())
 
 
 def _seed_list(seeds: int | Sequence[int]) -> list[int]:
@@ -244,7 +261,7 @@ def expand_grid(
     :raises RaterError: an invalid rater spec (checked against every env of the grid)
     """
     env_list, agent_list, rater_list = split_specs(envs), split_specs(agents), split_specs(raters)
-    rater_list = [r for r in rater_list if r.lower() != "none"]
+    rater_list = [r for r in rater_list if not (isinstance(r, str) and r.lower() == "none")]
     if not env_list or not agent_list:
         raise SpecError("a sweep needs at least one env and one agent")
     seed_list = _seed_list(seeds)
@@ -254,7 +271,7 @@ def expand_grid(
         raise SpecError(f"agent_overrides for agents not in the sweep: {', '.join(sorted(unknown))}")
 
     cells: list[RunCell] = []
-    for env in env_list:
+    for env in (load_env_spec(e) for e in env_list):
         for agent in agent_list:
             cls = get_agent_class(agent)
             cell_raters: list[str | None] = rater_list if cls.requires_rater else [None]  # type: ignore[assignment]
@@ -279,6 +296,8 @@ def expand_grid(
                             overrides=merged or None,
                             eval_freq=eval_freq,
                             n_eval_episodes=n_eval_episodes,
+                            env_spec=env,
+                            rater_object=rater if isinstance(rater, Rater) else None,
                         )
                     )
     dirs = [c.run_dir for c in cells]
@@ -329,9 +348,9 @@ def run_cell(cell: RunCell) -> RunOutcome:
     start = time.perf_counter()
     try:
         run_experiment(
-            cell.env,
+            cell.env_spec or cell.env,
             cell.agent,
-            None if cell.rater == "none" else cell.rater,
+            cell.rater_object or (None if cell.rater == "none" else cell.rater),
             cell.seed,
             steps=cell.steps,
             queries=cell.queries,
@@ -524,9 +543,11 @@ def run_sweep(
 ) -> SweepResult:
     """Run the grid env x agent x rater x seed; resumable, fault-tolerant, interruptible.
 
-    :param envs: env spec names (a list or a comma-separated string)
+    :param envs: env specs (names, spec files, ``gym:`` ids or :class:`EnvSpec` objects; a list or a
+        comma-separated string)
     :param agents: agent names
-    :param raters: rater specs (ignored for agents that need none); ``None`` if only such agents run
+    :param raters: rater specs or :class:`Rater` objects (ignored for agents that need none); ``None`` if
+        only such agents run
     :param seeds: a count ``n`` (seeds ``0..n-1``) or an explicit list
     :param steps: env-step budget per run (default: each agent config's)
     :param queries: query budget per run (default: each agent config's)
@@ -568,14 +589,14 @@ def run_sweep(
         root / "sweep.json",
         json.dumps(
             {
-                "envs": split_specs(envs),
+                "envs": sorted({c.env for c in cells}),
                 "agents": split_specs(agents),
-                "raters": split_specs(raters),
+                "raters": [r if isinstance(r, str) else repr(r) for r in split_specs(raters)],
                 "seeds": _seed_list(seeds),
                 "steps": steps,
                 "queries": queries,
                 "backend": backend,
-                "runs": [asdict(c) for c in cells],
+                "runs": [c.describe() for c in cells],
             },
             indent=2,
             default=str,

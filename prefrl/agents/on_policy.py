@@ -27,11 +27,11 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
 from prefrl.agents.base import Agent, PredictFn, Schema
-from prefrl.envs import load_env_spec, make_vec_env
+from prefrl.envs import make_vec_env
 from prefrl.errors import SpecError
 from prefrl.evaluation import ProgressHook
 from prefrl.networks import sb3_policy_kwargs
-from prefrl.run_dir import read_run_config
+from prefrl.run_dir import load_run_env_spec
 
 if TYPE_CHECKING:
     from prefrl.envs import EnvSpec
@@ -217,7 +217,7 @@ class PPOAgent(Agent):
     def load_policy(cls, run_dir: str | Path) -> PredictFn:
         """The saved SB3 policy (``policy.zip``), normalising observations as ``vecnormalize.pkl`` says."""
         run_dir = Path(run_dir)
-        spec = load_env_spec(read_run_config(run_dir)["env"])
+        spec = load_run_env_spec(run_dir)
         # training-only objects are not restored: acting needs the policy weights alone, and pickled
         # schedules or buffer classes would break when prefrl's modules move
         model = PPO.load(run_dir / "policy.zip", device="cpu", custom_objects=_ACT_ONLY)

@@ -3,13 +3,20 @@
 Agent modules register their classes with the :func:`register_agent` decorator. The built-in modules
 (:data:`BUILTIN_MODULES`) are imported on first use, so ``make_agent("spo", ...)`` works without
 importing ``prefrl.agents.spo`` first (and this module imports none of them: they import it).
+
+Third-party packages add agents without any import by the user: an entry point in the group
+``prefrl.agents`` naming an :class:`Agent` subclass (``[project.entry-points."prefrl.agents"]
+my_agent = "my_package.agents:MyAgent"``) is loaded with the built-ins. A plugin that fails to load is
+skipped with a warning, so one broken package does not take prefrl down.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import warnings
 from collections.abc import Mapping
+from importlib import metadata
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from prefrl.agents.base import Agent
@@ -30,6 +37,8 @@ __all__ = [
 
 #: modules under prefrl/agents/ that define built-in agents (missing ones are skipped)
 BUILTIN_MODULES = ("ppo", "rm_ppo", "heron", "spo", "cpl", "bc")
+#: entry-point group of third-party agents
+ENTRY_POINT_GROUP = "prefrl.agents"
 
 _REGISTRY: dict[str, type[Agent]] = {}
 _builtins_loaded = False
@@ -57,6 +66,11 @@ def _load_builtins() -> None:
         # a module that is not written yet is skipped; an error inside an existing one is raised
         if importlib.util.find_spec(f"{__package__}.{module}") is not None:
             importlib.import_module(f"{__package__}.{module}")
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            register_agent(entry.load())
+        except Exception as e:  # a third-party plugin's failure must not break the built-ins
+            warnings.warn(f"agent plugin '{entry.name}' ({entry.value}) not loaded: {e}", stacklevel=2)
 
 
 def list_agents() -> list[str]:

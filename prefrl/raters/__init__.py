@@ -16,7 +16,7 @@ from prefrl.raters.noise import Equal, Mistake, Myopic, RaterWrapper, Skip, Stoc
 from prefrl.raters.non_markovian import NonMarkovianRater
 from prefrl.raters.panel import PanelRater
 from prefrl.raters.partial_return import PartialReturnRater
-from prefrl.raters.registry import describe_raters, list_raters, make_rater
+from prefrl.raters.registry import describe_raters, list_raters, make_rater, register_rater
 from prefrl.raters.regret import RegretRater, set_default_value_fn_provider
 
 if TYPE_CHECKING:
@@ -50,5 +50,6 @@ __all__ = [
     "list_raters",
     "make_rater",
     "preference_from_difference",
+    "register_rater",
     "set_default_value_fn_provider",
 ]

@@ -12,12 +12,20 @@ Values are parsed as int, float (``inf`` allowed), bool (``true``/``false``) or 
 against the parameter's type. ``oracle`` is B-Pref's noise-free teacher (= ``partial_return``);
 B-Pref's other presets are the wrappers with their defaults (``stoc``, ``mistake``, ``skip``, ``equal``,
 ``myopic``).
+
+Your own raters: :func:`register_rater` adds a name from Python; a third-party package adds one with an
+entry point in the group ``prefrl.raters`` (``my_rater = "my_package.raters:MyRater"``: a
+:class:`~prefrl.raters.base.Rater` subclass or a factory returning one), loaded on first use. Either is
+then usable in every spec string, CLI command and sweep.
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from prefrl.envs import load_env_spec
@@ -36,14 +44,29 @@ if TYPE_CHECKING:
     from prefrl.envs import EnvSpec
 
 
+#: entry-point group of third-party raters
+ENTRY_POINT_GROUP = "prefrl.raters"
+#: parameter types a spec string can give
+_SPEC_TYPES = (float, int, bool, str)
+
+
 @dataclass(frozen=True)
 class _Entry:
-    """One registry name: how to build it, which parameters it takes, what it does."""
+    """One registry name: how to build it, which parameters it takes, what it does.
 
-    cls: type[Rater]
+    ``cls`` is a :class:`Rater` subclass or a factory returning a rater; ``needs_spec``: it takes the env
+    spec as the keyword ``env_spec``; a ``wrapper`` takes the inner rater as its first argument.
+    """
+
+    cls: Callable[..., Rater]
     params: dict[str, type]
     description: str
     wrapper: bool = False
+
+    @property
+    def needs_spec(self) -> bool:
+        """The factory takes the env spec (keyword ``env_spec``)."""
+        return "env_spec" in inspect.signature(self.cls).parameters
 
 
 _ENTRIES: dict[str, _Entry] = {
@@ -92,8 +115,73 @@ _ENTRIES: dict[str, _Entry] = {
     "myopic": _Entry(Myopic, {"gamma": float}, "B-Pref myopic: step t weighted gamma^(H-1-t)", wrapper=True),
 }
 
-#: raters whose constructor takes the env spec
-_NEEDS_SPEC = (IntransitiveRater, NonMarkovianRater, HierarchicalRater, PanelRater, RegretRater)
+_BUILTIN_NAMES = frozenset(_ENTRIES)
+_plugins_loaded = False
+
+
+def _signature_params(factory: Callable[..., Rater], wrapper: bool) -> dict[str, type]:
+    """Spec-string parameters of ``factory``: its keyword parameters annotated float, int, bool or str."""
+    hints = inspect.get_annotations(factory.__init__ if isinstance(factory, type) else factory, eval_str=True)
+    params = {}
+    for i, (key, parameter) in enumerate(inspect.signature(factory).parameters.items()):
+        skipped = (wrapper and i == 0) or key == "env_spec"
+        if skipped or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if hints.get(key) in _SPEC_TYPES:
+            params[key] = hints[key]
+    return params
+
+
+def register_rater(
+    name: str,
+    factory: Callable[..., Rater],
+    params: Mapping[str, type] | None = None,
+    description: str = "",
+    wrapper: bool = False,
+) -> None:
+    """Make ``name`` usable in rater specs (``make_rater``, ``prefrl run --rater``, sweeps).
+
+    :param name: the spec name; must not be taken (built-in names cannot be replaced)
+    :param factory: a :class:`Rater` subclass or a callable returning a rater; it receives the spec
+        string's parameters as keywords, plus ``env_spec=`` if it has such a parameter, plus the inner
+        rater as its first argument if ``wrapper``
+    :param params: ``{parameter: float | int | bool | str}`` accepted in spec strings (default: the
+        factory's keyword parameters annotated with one of those types)
+    :param description: one line for ``prefrl list`` (default: the first line of the factory's docstring)
+    :param wrapper: the factory wraps another rater (like ``mistake``)
+    :raises ValueError: a bad name, a taken name, or a parameter type a spec string cannot give
+    """
+    _load_plugins()
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"rater name must be an identifier (letters, digits, _), got {name!r}")
+    if name in _BUILTIN_NAMES or (name in _ENTRIES and _ENTRIES[name].cls is not factory):
+        raise ValueError(f"rater name '{name}' is already registered")
+    if not callable(factory):
+        raise ValueError(f"rater factory for '{name}' must be a Rater class or a callable, got {factory!r}")
+    params = dict(_signature_params(factory, wrapper) if params is None else params)
+    bad = {k: t for k, t in params.items() if t not in _SPEC_TYPES}
+    if bad:
+        raise ValueError(f"rater '{name}': spec parameters must be float, int, bool or str, got {bad}")
+    doc = (inspect.getdoc(factory) or "").strip().splitlines()
+    _ENTRIES[name] = _Entry(
+        cls=factory,
+        params=params,
+        description=description or (doc[0] if doc else f"{name} (user rater)"),
+        wrapper=wrapper,
+    )
+
+
+def _load_plugins() -> None:
+    """Register the raters of installed packages (``prefrl.raters`` entry points), once."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            register_rater(entry.name, entry.load())
+        except Exception as e:  # a third-party plugin's failure must not break the built-ins
+            warnings.warn(f"rater plugin '{entry.name}' ({entry.value}) not loaded: {e}", stacklevel=2)
 
 
 def _coerce(value: int | float | bool | str, kind: type, name: str, key: str, raw: str) -> Any:
@@ -116,6 +204,7 @@ def _parse_part(part: str, full: str) -> tuple[str, dict[str, Any]]:
     name = name.strip()
     if not name:
         raise RaterError(f"empty rater name in '{full}' (expected name or name:key=value,...)")
+    _load_plugins()
     if name not in _ENTRIES:
         raise RaterError(f"unknown rater '{name}'{suggest(name, _ENTRIES)}; available: {', '.join(_ENTRIES)}")
     entry = _ENTRIES[name]
@@ -182,9 +271,10 @@ def _build_base(
     value_fn: ValueFn | None,
     q_fn: QFn | None,
 ) -> Rater:
-    cls = _ENTRIES[name].cls
+    entry = _ENTRIES[name]
+    cls = entry.cls
     kwargs = dict(params)
-    if cls in _NEEDS_SPEC:
+    if entry.needs_spec:
         kwargs["env_spec"] = env_spec
     if cls is RegretRater:
         kwargs.update(value_fn=value_fn, q_fn=q_fn)
@@ -192,10 +282,11 @@ def _build_base(
 
 
 def _defaults(entry: _Entry) -> str:
-    signature = inspect.signature(entry.cls.__init__)
+    signature = inspect.signature(entry.cls)
     shown = []
     for key in entry.params:
-        default = signature.parameters[key].default
+        parameter = signature.parameters.get(key)
+        default = None if parameter is None or parameter.default is parameter.empty else parameter.default
         # None defaults come from the env spec or are measured on the batch
         shown.append(f"{key}={'auto' if default is None else default}")
     return ", ".join(shown)
@@ -203,6 +294,7 @@ def _defaults(entry: _Entry) -> str:
 
 def list_raters() -> dict[str, str]:
     """``{name: one-line help}`` for every base rater and wrapper (iterating gives the names)."""
+    _load_plugins()
     out = {}
     for name, entry in _ENTRIES.items():
         kind = "wrapper" if entry.wrapper else "rater"
