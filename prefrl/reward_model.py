@@ -15,7 +15,8 @@ Pieces (each usable on its own):
   share of the pairs and reports held-out accuracy.
 
 The VecEnv wrapper that substitutes the learned reward for the env reward during training is
-:class:`prefrl.rollout.LearnedRewardVecEnvWrapper`.
+:class:`prefrl.rollout.LearnedRewardVecEnvWrapper`; a trained ensemble is saved into a run directory and
+loaded back (as such a wrapper, for any SB3 algorithm) by :mod:`prefrl.reward_artifact`.
 """
 
 from __future__ import annotations
@@ -186,6 +187,9 @@ class RewardEnsemble(nn.Module):
         super().__init__()
         self.inputs = check_inputs(inputs)
         self.net = RewardNet(input_dim, net_arch, activation, num_members, seed)
+        #: hidden layer sizes and activation name (what :meth:`architecture` reports)
+        self.net_arch = tuple(int(h) for h in net_arch)
+        self.activation = str(activation)
         # input normalisation, refreshed from the labelled data (why: factors such as Pendulum's
         # velocity^2 reach ~64 while cos/sin stay in [-1, 1])
         self.register_buffer("input_mean", torch.zeros(input_dim))
@@ -195,6 +199,22 @@ class RewardEnsemble(nn.Module):
     @property
     def num_members(self) -> int:
         return self.net.num_members
+
+    @property
+    def input_dim(self) -> int:
+        """``D``, size of the per-step input."""
+        return self.net.input_dim
+
+    def architecture(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this ensemble's shape (JSON-ready, no seed):
+        ``RewardEnsemble(**ensemble.architecture())`` has the same parameter and buffer shapes."""
+        return {
+            "inputs": self.inputs,
+            "input_dim": self.input_dim,
+            "num_members": self.num_members,
+            "net_arch": list(self.net_arch),
+            "activation": self.activation,
+        }
 
     @property
     def version(self) -> int:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -38,6 +38,7 @@ from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
+from prefrl.errors import SpecError
 from prefrl.reward_model import RewardEnsemble, reward_features
 from prefrl.types import SegmentBatch
 
@@ -380,11 +381,17 @@ class LearnedRewardVecEnvWrapper(StepRecorder):
     (:meth:`rollout_log`), so an agent can relabel a finished rollout with a refitted model and measure
     the correlation between learned and true reward.
 
+    The normalisation statistics can be frozen (``update_normalization=False``: a saved reward model used
+    as it was trained, see :func:`prefrl.reward_artifact.load_reward_model`) and are read and restored
+    with :meth:`normalization_state` / :meth:`set_normalization_state`.
+
     :param venv: the env to wrap (below any observation/reward normalisation: the model sees raw obs)
     :param ensemble: the reward model (its ``inputs`` decide the features)
     :param normalize: normalise the learned reward; off returns the ensemble mean as is
     :param epsilon: added to the variance
     :param log_capacity: most recent steps kept in the rollout log
+    :param update_normalization: update the running statistics with every step's learned rewards; off
+        keeps them as they are (:meth:`reset_normalization` still restarts them when asked)
     """
 
     def __init__(
@@ -394,6 +401,7 @@ class LearnedRewardVecEnvWrapper(StepRecorder):
         normalize: bool = True,
         epsilon: float = 1e-8,
         log_capacity: int = 100_000,
+        update_normalization: bool = True,
     ) -> None:
         super().__init__(venv)
         if not isinstance(self.action_space, spaces.Box):
@@ -403,6 +411,7 @@ class LearnedRewardVecEnvWrapper(StepRecorder):
         self.require_factors = ensemble.inputs == "obs_factors"
         self.normalize = normalize
         self.epsilon = epsilon
+        self.update_normalization = update_normalization
         self.reward_rms = RunningMeanStd(shape=())
         self._predict = ensemble.numpy_predictor()
         self._predict_version = ensemble.version
@@ -428,6 +437,26 @@ class LearnedRewardVecEnvWrapper(StepRecorder):
         self.reward_rms = RunningMeanStd(shape=())
         if rewards is not None and np.size(rewards) > 1:
             self.reward_rms.update(np.asarray(rewards, dtype=np.float64).reshape(-1))
+
+    def normalization_state(self) -> dict[str, Any]:
+        """The output normalisation as plain JSON values: ``normalize`` (on/off), ``epsilon`` and the
+        running statistics ``mean``, ``var``, ``count`` (:meth:`set_normalization_state` restores it)."""
+        return {
+            "normalize": bool(self.normalize),
+            "epsilon": float(self.epsilon),
+            "mean": float(self.reward_rms.mean),
+            "var": float(self.reward_rms.var),
+            "count": float(self.reward_rms.count),
+        }
+
+    def set_normalization_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`normalization_state` returned (the same keys)."""
+        self.normalize = bool(state["normalize"])
+        self.epsilon = float(state["epsilon"])
+        self.reward_rms = RunningMeanStd(shape=())
+        self.reward_rms.mean = np.array(state["mean"], dtype=np.float64)
+        self.reward_rms.var = np.array(state["var"], dtype=np.float64)
+        self.reward_rms.count = float(state["count"])
 
     # ---- rollout log ------------------------------------------------------------------------------
     def clear_log(self) -> None:
@@ -463,11 +492,17 @@ class LearnedRewardVecEnvWrapper(StepRecorder):
         # the action the env applied: SB3 policies may output actions outside the Box bounds
         applied = np.clip(np.asarray(actions, dtype=np.float32).reshape(self.num_envs, -1), low, high)
         feats = reward_features(self.ensemble.inputs, obs, applied, factors)
+        if feats.shape[-1] != self.ensemble.input_dim:
+            raise SpecError(
+                f"the reward model takes {self.ensemble.input_dim} inputs per step, the env gives "
+                f"{feats.shape[-1]} (inputs '{self.ensemble.inputs}': observation {obs.shape[1:]}, action "
+                f"{applied.shape[1:]}, factors {factors.shape[1:]}): the env is not the one it was trained on"
+            )
         if self._predict_version != self.ensemble.version:  # the model was refitted: new snapshot
             self._predict = self.ensemble.numpy_predictor()
             self._predict_version = self.ensemble.version
         learned = self._predict(feats)  # one batched call for all envs
-        if self.normalize:
+        if self.normalize and self.update_normalization:
             self.reward_rms.update(learned)
         for info, r_true, r_learned in zip(infos, rewards, learned, strict=True):
             info["true_reward"] = float(r_true)

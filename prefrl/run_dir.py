@@ -8,6 +8,7 @@ A run directory holds::
     progress.csv   one row per evaluation (true return, normalised score, queries, agent metrics, losses)
     tb/            TensorBoard events
     policy.zip     the final policy (``Agent.save``; read back by ``Agent.load_policy``)
+    reward_model.json / .pt   the learned reward of rm_ppo / heron (``prefrl.load_reward_model``)
     done           written last, atomically: the run finished
     error.txt      the traceback of a failed attempt
 

@@ -119,9 +119,13 @@ class HeronAgent(RewardModelPPO):
     Config sections: ``heron`` (:class:`HeronConfig`) plus rm_ppo's ``feedback`` and ``reward_model``,
     whose defaults here follow HERON (inputs ``[obs, factors]``, one [256, 256] network, constant query
     schedule). The rater should be ``hierarchical``; another rater works but is warned about.
+
+    Its reward model is saved into the run directory as rm_ppo's (:mod:`prefrl.reward_artifact`);
+    ``prefrl.load_reward_model`` needs a VecEnv with the reward factors (:func:`prefrl.envs.make_vec_env`).
     """
 
     name = "heron"
+    description = "PPO on a reward model from hierarchical factor comparisons (HERON; rater: hierarchical)"
     requires_rater = True
     config_sections: ClassVar[dict[str, type[ConfigSection]]] = {
         "feedback": HeronFeedbackConfig,

@@ -34,6 +34,11 @@ rater works.
 Metrics (progress.csv): ``rm_accuracy`` (held-out pairs), ``rm_new_accuracy`` (each new batch, before
 training on it), ``reward_corr`` (Pearson correlation of the learned and the true per-step reward on the
 latest rollout), ``rm_loss``, ``rm_pairs`` and ``rm_fit_s`` (time spent refitting).
+
+Saved reward model: the run directory gets ``reward_model.pt`` (weights) and ``reward_model.json``
+(architecture, inputs, spaces, input and output normalisation, env), and
+``prefrl.load_reward_model(run_dir, venv)`` gives the learned reward back as a VecEnv wrapper for any SB3
+algorithm (:mod:`prefrl.reward_artifact`; heron's models too).
 """
 
 from __future__ import annotations
@@ -47,13 +52,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import numpy as np
-import torch
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.vec_env import VecEnv
 
 from prefrl.agents.on_policy import PPOAgent
 from prefrl.agents.registry import register_agent
 from prefrl.errors import SpecError
+from prefrl.reward_artifact import save_reward_model
 from prefrl.reward_model import RewardEnsemble, RewardModelTrainer, feature_dim
 from prefrl.rollout import LearnedRewardVecEnvWrapper, RelabelRolloutBuffer, TrajectoryRecorder
 from prefrl.segments import sample_pairs
@@ -183,6 +188,7 @@ class RewardModelPPO(PPOAgent):
     """
 
     name = "rm_ppo"
+    description = "PPO on a Bradley-Terry reward-model ensemble fitted to rater labels (Christiano 2017)"
     requires_rater = True
     config_sections: ClassVar[dict[str, type[ConfigSection]]] = {
         "feedback": FeedbackConfig,
@@ -342,8 +348,18 @@ class RewardModelPPO(PPOAgent):
         return {**self.trainer.metrics(), "reward_corr": self.reward_corr}
 
     def save(self, path: str | Path) -> None:
+        """The policy (``policy.zip``) and, next to it, the reward model as a loadable artefact
+        (``reward_model.pt`` + ``reward_model.json``, see :mod:`prefrl.reward_artifact`)."""
         super().save(path)
-        torch.save(self.reward_model.state_dict(), Path(path).with_name("reward_model.pt"))
+        save_reward_model(
+            self.reward_model,
+            Path(path).parent,
+            env_spec=self.env_spec,
+            observation_space=self.reward_env.observation_space,
+            action_space=self.reward_env.action_space,
+            normalization=self.reward_env.normalization_state(),
+            agent=self.name,
+        )
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
