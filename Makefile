@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CORE := prefrl/types.py,prefrl/envs.py,prefrl/segments.py,prefrl/raters/*
 
-.PHONY: install demo test test-slow lint format bench clean
+.PHONY: install demo test test-slow lint format bench docs check-wheel clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,21 @@ format: install
 
 bench: install
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_raters.py
+
+# the documentation site (mkdocs.yml, docs/) into site/; --strict turns every warning (a broken link, a
+# missing snippet, a docstring mkdocstrings cannot parse) into a failure
+DOCS_STAMP := $(VENV)/.docs-stamp
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# packaging: build sdist + wheel, install the wheel into a fresh venv, run prefrl from another folder
+check-wheel: install
+	bash .ci/check_wheel
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage coverage.xml

@@ -1,4 +1,4 @@
-"""Rater labelling throughput on 50-step segments (design target: >= 1,000,000 pairs/s).
+"""Rater labelling throughput on 50-step segments (target: >= 1,000,000 pairs/s).
 
 A pool of synthetic segments with the env spec's dimensions (reward = the sum of the factor utilities,
 as in the real envs) is labelled in one ``rater.label`` call per repeat; the best of the repeats is

@@ -45,7 +45,7 @@ def ppo_overrides() -> dict:
 #: SPO variants for ablations: name -> agent config overrides
 SPO_VARIANTS: dict[str, dict] = {
     "spo": {},
-    # no learning-rate decay (the design's prototype collapsed late without it)
+    # no learning-rate decay (earlier 200k-step SPO runs collapsed late without it)
     "spo_constant_lr": {"ppo": {"learning_rate": 1e-3}},
 }
 

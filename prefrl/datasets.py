@@ -22,10 +22,18 @@ Action noise has std ``noise * (high - low) / 2`` per dimension (a fraction of t
 so ``noise = 0.3`` is the CPL paper's 0.3 on [-1, 1] actions) and the noisy action is clipped to the
 bounds. The cache directory is ``$PREFRL_DATA_DIR`` or ``~/.cache/prefrl/datasets``.
 
-Command line (wired into ``prefrl`` by :func:`add_dataset_parser`)::
+Progress. A build counts the env steps it has rolled out (the checkpoints' rollouts, then their return
+measurements); it logs an INFO line on this module's logger every ~10% and, given ``progress``, calls
+``progress(done, total)`` after every vectorised step (``prefrl dataset build`` draws a bar from it on a
+terminal and shows the log lines otherwise). :func:`build_command` gives the ``prefrl dataset build``
+command line that rebuilds a dataset from its provenance.
+
+Command line (:mod:`prefrl.cli.dataset`; export / import to Minari: :mod:`prefrl.dataset_minari`)::
 
     prefrl dataset build --env pendulum --rater regret [--episodes N] [--noise S] [--segment 64]
-                         [--pairs dense|sparse|N] [--seed S] [--out PATH]
+                         [--pairs dense|sparse|N] [--seed S] [--n-envs N] [--out PATH]
+    prefrl dataset export DATASET --format minari --id NAMESPACE/NAME-v0 [--out DIR]
+    prefrl dataset import ID_OR_PATH --out FILE
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import time
 import zipfile
 from collections.abc import Callable, Mapping
@@ -62,6 +71,8 @@ __all__ = [
     "DatasetConfig",
     "DatasetError",
     "PreferenceDataset",
+    "ProgressFn",
+    "build_command",
     "build_dataset",
     "dataset_dir",
     "dataset_params",
@@ -81,6 +92,10 @@ DATA_DIR_ENV = "PREFRL_DATA_DIR"
 #: segment arrays stored in the file (SegmentBatch fields)
 _SEGMENT_KEYS = ("obs", "act", "reward", "factors", "dones", "next_obs", "source")
 _REQUIRED_KEYS = (*_SEGMENT_KEYS, "pairs", "labels", "provenance")
+#: ``progress(done, total)``: env steps rolled out so far and in all
+ProgressFn = Callable[[int, int], None]
+#: a build logs its progress every this fraction of its env steps
+LOG_EVERY = 0.1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -325,6 +340,41 @@ def _make_rater(rater: Any, spec: EnvSpec) -> Any:
     return make_rater(rater, spec)
 
 
+class _BuildProgress:
+    """Counts a build's env steps: logs every :data:`LOG_EVERY` of ``total``, feeds ``callback``."""
+
+    def __init__(self, total: int, label: str, callback: ProgressFn | None = None) -> None:
+        self.total, self.label, self.callback = max(int(total), 1), label, callback
+        self.done = 0
+        self._next_log = LOG_EVERY
+
+    def update(self, done: int) -> None:
+        done = min(int(done), self.total)
+        if done <= self.done:
+            return
+        self.done = done
+        if self.callback is not None:
+            self.callback(done, self.total)
+        fraction = done / self.total
+        if fraction >= self._next_log - 1e-9:
+            logger.info("%s: %3.0f%% (%d/%d env steps)", self.label, 100 * fraction, done, self.total)
+            # the next multiple of LOG_EVERY above this one (a large jump logs once)
+            self._next_log = (int(fraction / LOG_EVERY + 1e-9) + 1) * LOG_EVERY
+
+    def counting(
+        self, act: Callable[[np.ndarray], np.ndarray], steps: int
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """``act`` that advances the count by one per env it is called for, by at most ``steps`` in all."""
+        start = self.done
+
+        def counted(obs: np.ndarray) -> np.ndarray:
+            action = act(obs)
+            self.update(min(self.done + len(obs), start + steps))
+            return action
+
+        return counted
+
+
 def _prefrl_version() -> str | None:
     try:
         return metadata.version("prefrl")
@@ -346,6 +396,7 @@ def build_dataset(
     n_envs: int = _DEFAULTS.n_envs,
     return_episodes: int = _DEFAULTS.return_episodes,
     rebuild: bool = False,
+    progress: ProgressFn | None = None,
 ) -> Path:
     """Build (or reuse from the cache) an offline preference dataset; return its ``.npz`` path.
 
@@ -365,6 +416,9 @@ def build_dataset(
     :param return_episodes: episodes per checkpoint to measure the noisy behaviour policy's true return
         (recorded in the provenance; 0 skips it).
     :param rebuild: build even if the cache file exists.
+    :param progress: called as ``progress(done, total)`` with the env steps rolled out so far and in
+        all, after every vectorised step of the rollouts (not called when the cache is reused). The
+        build also logs an INFO line every ~10% on this module's logger.
     """
     spec = load_env_spec(env)
     rater_obj = _make_rater(rater, spec)
@@ -392,15 +446,28 @@ def build_dataset(
     # independent streams for every checkpoint's rollouts/noise, for the pairing and for the rater
     seq = np.random.SeedSequence(seed)
     rollout_seqs, pair_seq, rater_seq = seq.spawn(len(names)), *seq.spawn(2)
+    counts = _split_evenly(episodes, len(names))
+    # env steps: every episode's rollout, then every checkpoint's return measurement
+    tracker = _BuildProgress(
+        (episodes + len(names) * max(return_episodes, 0)) * spec.horizon,
+        f"dataset {spec.name}",
+        progress,
+    )
     batches, checkpoints = [], []
-    for source, (name, count, child) in enumerate(
-        zip(names, _split_evenly(episodes, len(names)), rollout_seqs, strict=True)
-    ):
+    for source, (name, count, child) in enumerate(zip(names, counts, rollout_seqs, strict=True)):
         env_seed, noise_seed, eval_seed = (int(s) for s in child.generate_state(3) % (2**31 - 1))
         act = noisy_policy(oracle.policy(name), noise, low, high, np.random.default_rng(noise_seed))
+        steps, done_before = count * spec.horizon, tracker.done
         batch = collect_segments(
-            spec, act, count * per_episode, segment, seed=env_seed, n_envs=min(n_envs, count), source=source
+            spec,
+            tracker.counting(act, steps),
+            count * per_episode,
+            segment,
+            seed=env_seed,
+            n_envs=min(n_envs, count),
+            source=source,
         )
+        tracker.update(done_before + steps)
         batches.append(batch)
         info: dict[str, Any] = {
             "name": name,
@@ -414,7 +481,10 @@ def build_dataset(
         }
         if return_episodes > 0:
             eval_act = noisy_policy(oracle.policy(name), noise, low, high, np.random.default_rng(eval_seed))
-            returns = episode_returns(eval_act, spec, return_episodes, seed=eval_seed)
+            steps, done_before = return_episodes * spec.horizon, tracker.done
+            counted = tracker.counting(eval_act, steps)
+            returns = episode_returns(counted, spec, return_episodes, seed=eval_seed)
+            tracker.update(done_before + steps)
             info["noisy_return"] = float(returns.mean())
             info["noisy_return_std"] = float(returns.std())
         checkpoints.append(info)
@@ -428,8 +498,11 @@ def build_dataset(
 
     provenance = {
         "params": params,
+        "return_episodes": int(return_episodes),
         "rater_spec": rater if isinstance(rater, str) else None,
         "rater_repr": repr(rater_obj),
+        # the full spec the data was collected on (a user spec file or gym: id may not exist elsewhere)
+        "env_spec": spec.to_dict(),
         "checkpoints": checkpoints,
         "oracle": {
             "algo": oracle.manifest.algo,
@@ -458,6 +531,34 @@ def build_dataset(
     save_dataset(path, prefs, provenance)
     logger.info("built dataset %s (%d pairs, %.1f s)", path, len(prefs), provenance["build_s"])
     return path
+
+
+def build_command(provenance: Mapping[str, Any]) -> str | None:
+    """The ``prefrl dataset build`` command that rebuilds the dataset with this provenance.
+
+    ``None`` when the dataset was built with a rater object rather than a spec string (no command line
+    names it). ``--return-episodes`` is given when the provenance records it (files built before it
+    did leave it out: it changes the provenance, not the data).
+    """
+    params = provenance.get("params", {})
+    rater = provenance.get("rater_spec")
+    if not isinstance(rater, str) or "env" not in params:
+        return None
+    args = [
+        "prefrl dataset build",
+        f"--env {params['env']}",
+        f"--rater {shlex.quote(rater)}",
+        f"--episodes {params['episodes']}",
+        f"--noise {params['noise']}",
+        f"--segment {params['segment']}",
+        f"--pairs {params['pairs']}",
+    ]
+    if params.get("pairs_per_segment") is not None:
+        args.append(f"--pairs-per-segment {params['pairs_per_segment']}")
+    args += [f"--seed {params['seed']}", f"--n-envs {params['n_envs']}"]
+    if "return_episodes" in provenance:
+        args.append(f"--return-episodes {provenance['return_episodes']}")
+    return " ".join(args)
 
 
 def save_dataset(path: str | Path, prefs: PreferenceBatch, provenance: Mapping[str, Any]) -> Path:

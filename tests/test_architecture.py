@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "prefrl"
 
 #: third-party modules that may be imported inside functions: optional extras and rendering backends
-LAZY_ALLOWED = ("ray", "pygame")
+LAZY_ALLOWED = ("ray", "pygame", "minari")
 
 
 def _module_name(path: Path) -> str:

@@ -1,17 +1,21 @@
-"""Offline preference datasets: pairing, build -> save -> load round trip, cache, corrupted files, CLI."""
+"""Offline preference datasets: pairing, build -> save -> load round trip, cache, corrupted files, progress,
+CLI."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 
 import numpy as np
 import pytest
 
 from prefrl.cli import dataset as cli_dataset
+from prefrl.cli import main
 from prefrl.datasets import (
     DATASET_FORMAT,
+    build_command,
     build_dataset,
     dataset_dir,
     load_dataset,
@@ -24,6 +28,29 @@ from prefrl.types import PreferenceBatch, SegmentBatch
 
 # 6 checkpoints x 1 episode x 4 segments of 50 steps: a few seconds on the CPU
 TINY = {"episodes": 6, "segment": 50, "pairs": "sparse", "return_episodes": 0, "n_envs": 1}
+TINY_ARGS = [
+    "--episodes",
+    "6",
+    "--segment",
+    "50",
+    "--pairs",
+    "sparse",
+    "--return-episodes",
+    "0",
+    "--n-envs",
+    "1",
+]
+
+
+@pytest.fixture(autouse=True)
+def no_echo_left_behind():
+    """The CLI's echo handler and log level would leak into later tests: restore the logger afterwards."""
+    log = logging.getLogger("prefrl.datasets")
+    level = log.level
+    yield
+    for handler in [h for h in log.handlers if getattr(h, "prefrl_echo", False)]:
+        log.removeHandler(handler)
+    log.setLevel(level)
 
 
 # ---- pairing -------------------------------------------------------------------------------------------
@@ -252,3 +279,70 @@ def test_cli_build(tmp_path, capsys):
     assert load_dataset(out).num_pairs == 5
     with pytest.raises(SystemExit):
         parser.parse_args(["dataset", "build", "--env", "pendulum", "--pairs", "lots"])
+
+
+def test_cli_build_reproduces_itself(tmp_path, capsys):
+    """The provenance's build command, run again, gives the same data."""
+    out = tmp_path / "first.npz"
+    assert main(["dataset", "build", "--env", "pendulum", "--rater", "partial_return", *TINY_ARGS,
+                 "--out", str(out)]) == 0  # fmt: skip
+    command = build_command(load_dataset(out).provenance)
+    assert command == (
+        "prefrl dataset build --env pendulum --rater partial_return --episodes 6 --noise 0.3 --segment 50 "
+        "--pairs sparse --seed 0 --n-envs 1 --return-episodes 0"
+    )
+    again = tmp_path / "again.npz"
+    assert main([*command.split()[1:], "--out", str(again)]) == 0
+    a, b = load_dataset(out), load_dataset(again)
+    np.testing.assert_array_equal(a.segments.obs, b.segments.obs)
+    np.testing.assert_array_equal(a.preferences.labels, b.preferences.labels)
+    capsys.readouterr()
+
+
+# ---- progress ------------------------------------------------------------------------------------------
+def test_build_reports_progress_by_callback_and_log(tmp_path, caplog):
+    calls = []
+    with caplog.at_level(logging.INFO, logger="prefrl.datasets"):
+        build_dataset(
+            "pendulum",
+            "partial_return",
+            directory=tmp_path,
+            progress=lambda done, total: calls.append((done, total)),
+            **{**TINY, "return_episodes": 1},
+        )
+    total = (6 + 6 * 1) * 200  # every episode's rollout, then one return episode per checkpoint
+    done = [d for d, _ in calls]
+    assert {t for _, t in calls} == {total} and done[-1] == total
+    assert done == sorted(set(done)) and len(done) > 100  # increasing, after every vectorised step
+    lines = [r.getMessage() for r in caplog.records if "env steps" in r.getMessage()]
+    assert [line.split(":")[1].split("%")[0].strip() for line in lines] == [
+        str(p) for p in range(10, 101, 10)
+    ]
+    assert lines[-1] == f"dataset pendulum: 100% ({total}/{total} env steps)"
+    # a cached dataset is not rolled out again: no progress
+    calls.clear()
+    build_dataset("pendulum", "partial_return", directory=tmp_path, progress=lambda *a: calls.append(a),
+                  **{**TINY, "return_episodes": 1})  # fmt: skip
+    assert calls == []
+
+
+def test_cli_build_prints_a_line_every_10_percent_when_not_a_terminal(tmp_path, capsys):
+    out = tmp_path / "p.npz"
+    assert main(["dataset", "build", "--env", "pendulum", "--rater", "partial_return", *TINY_ARGS,
+                 "--out", str(out)]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    progress = [line for line in lines if line.endswith("env steps)")]
+    assert progress[0] == "dataset pendulum:  10% (120/1200 env steps)" and len(progress) == 10
+    assert progress[-1] == "dataset pendulum: 100% (1200/1200 env steps)"
+    assert lines[-2] == str(out) and lines[-1].startswith("24 segments, 12 labelled pairs")
+
+
+def test_cli_build_draws_a_bar_on_a_terminal(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli_dataset, "_on_terminal", lambda: True)
+    out = tmp_path / "p.npz"
+    assert main(["dataset", "build", "--env", "pendulum", "--rater", "partial_return", *TINY_ARGS,
+                 "--out", str(out)]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "rolling out: 100%" in text and "1.20k/1.20k" in text  # the bar, left at its end
+    assert "env steps)" not in text  # no log lines under the bar
+    assert text.splitlines()[-2].endswith(str(out))

@@ -17,7 +17,7 @@ Choices (documented here and in agents/spo.yaml):
   (``spo.bootstrap_timeouts``): the critic estimates win-rate-to-go, and a time limit is not a terminal
   state of the preference game, exactly as for PPO on the true reward.
 * **Uncentred reward by default** (``w / H``, as in the paper): with a fixed horizon centring is a constant
-  shift that PPO's advantage normalisation removes (the design's prototype saw no difference); with early
+  shift that PPO's advantage normalisation removes (earlier Pendulum runs saw no difference); with early
   termination ``w >= 0`` keeps "surviving" neutral-to-good instead of rewarding early death when most
   trajectories lose. ``spo.centre: true`` uses ``(w - 0.5) / H``.
 * **Win rate of an uncompared trajectory is 0.5** (all its comparisons skipped by the rater, or the budget
@@ -102,6 +102,7 @@ class SPOAgent(PPOAgent):
     """
 
     name = "spo"
+    description = "self-play preference optimisation: PPO on win rates among its own rollouts (Swamy 2024)"
     requires_rater = True
     config_sections: ClassVar[dict[str, type[ConfigSection]]] = {"spo": SPOConfig}
 

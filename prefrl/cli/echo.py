@@ -8,8 +8,22 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 __all__ = ["echo_progress"]
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is at the time of the record (not the one at creation: a test's
+    captured stdout, or a stdout a caller redirected later, would otherwise be written to after it closed)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it; the property ignores it
+        pass
 
 
 def echo_progress(*logger_names: str) -> None:
@@ -17,7 +31,7 @@ def echo_progress(*logger_names: str) -> None:
     for name in logger_names:
         log = logging.getLogger(name)
         if not any(getattr(h, "prefrl_echo", False) for h in log.handlers):
-            handler = logging.StreamHandler(sys.stdout)
+            handler = _StdoutHandler()
             handler.setFormatter(logging.Formatter("%(message)s"))
             handler.prefrl_echo = True  # type: ignore[attr-defined]
             log.addHandler(handler)
