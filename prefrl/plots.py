@@ -1,7 +1,9 @@
 """Figures from the tidy run table of :mod:`prefrl.analysis` (written headless, PNG and SVG).
 
 * :func:`plot_learning_curves` - IQM over seeds with a shaded 95% stratified-bootstrap interval (rliable),
-  one line per agent, one panel per (env, rater), against env steps or rater queries;
+  one line per agent, one panel per (env, rater), against env steps or rater queries; offline agents
+  (cpl, bc: their progress.csv counts ``grad_steps``) get panels of their own against gradient steps, so
+  neither x range squashes the other;
 * :func:`plot_aggregate_intervals` - final IQM and mean with 95% CIs per algorithm (rliable's
   ``plot_interval_estimates``);
 * :func:`plot_probability_of_improvement` - P(X > Y) with 95% CIs for pairs of algorithms;
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +27,11 @@ import pandas as pd
 from rliable import plot_utils
 from scipy.stats import trim_mean
 
-from prefrl.analysis import bootstrap_ci, score_metric
+from prefrl.analysis import bootstrap_ci, is_offline, score_metric
 
 AXIS_LABELS = {
     "env_steps": "environment steps",
+    "grad_steps": "gradient steps (offline, fixed dataset)",
     "queries": "rater queries",
     "true_return_mean": "true return (deterministic policy)",
     "normalised_score": "normalised score (0 = random, 100 = oracle)",
@@ -89,8 +93,25 @@ def _panel_metric(panel: pd.DataFrame, y: str) -> str:
     return score_metric(panel)
 
 
+@dataclass(frozen=True)
+class CurvePanel:
+    """One panel of :func:`learning_curve_figure`: the rows drawn in it and its x column."""
+
+    env: str
+    rater: str
+    rows: pd.DataFrame
+    x: str
+    offline: bool = False
+
+    @property
+    def title(self) -> str:
+        """``"pendulum - rater: regret"``, marked ``(offline)`` for offline agents."""
+        return f"{self.env} - rater: {self.rater}" + (" (offline)" if self.offline else "")
+
+
 def _panels(table: pd.DataFrame, x: str) -> list[tuple[str, str, pd.DataFrame]]:
-    """(env, rater, rows): agents without a rater join every rater panel of their env as a reference."""
+    """(env, rater, rows) of the online runs: agents without a rater join every rater panel of their env."""
+    table = table[~is_offline(table)]
     panels = []
     for env, rows in table.groupby("env", sort=True):
         raters = sorted(r for r in rows["rater"].unique() if r != "none")
@@ -102,6 +123,72 @@ def _panels(table: pd.DataFrame, x: str) -> list[tuple[str, str, pd.DataFrame]]:
         if not raters and not reference.empty:
             panels.append((str(env), "none", reference))
     return panels
+
+
+def curve_panels(table: pd.DataFrame, x: str = "env_steps") -> list[CurvePanel]:
+    """The panels of a learning-curve figure: online (env, rater) panels, then offline ones.
+
+    Offline runs log a constant ``env_steps`` (their dataset's size) and count progress in gradient steps,
+    so against ``x="env_steps"`` they get panels of their own with ``x="grad_steps"``. Against
+    ``x="queries"`` they are left out: their labels are all given before the first gradient step.
+    """
+    panels = [CurvePanel(env, rater, rows, x) for env, rater, rows in _panels(table, x)]
+    offline = table[is_offline(table)]
+    if x != "queries":
+        offline_x = "grad_steps" if x == "env_steps" else x
+        for (env, rater), rows in offline.groupby(["env", "rater"], sort=True):
+            panels.append(CurvePanel(str(env), str(rater), rows, offline_x, offline=True))
+    return [p for p in panels if not p.rows.empty]
+
+
+def learning_curve_figure(
+    table: pd.DataFrame,
+    x: str = "env_steps",
+    y: str = "true_return_mean",
+    reps: int = 2000,
+    grid_points: int = 50,
+    max_cols: int = 3,
+    seed: int = 0,
+) -> plt.Figure:
+    """The figure of :func:`plot_learning_curves` (not saved); its axes follow :func:`curve_panels`."""
+    needed = [x] + ([] if y == "auto" else [y])
+    table = table.dropna(subset=needed)
+    panels = curve_panels(table, x) if not table.empty else []
+    if not panels:
+        raise ValueError(f"no evaluations with both '{x}' and '{y}' to plot")
+    cols = min(max_cols, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4.0 * rows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        _draw_panel(ax, panel, y, reps, grid_points, seed)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_panel(ax: plt.Axes, panel: CurvePanel, y: str, reps: int, grid_points: int, seed: int) -> None:
+    x = panel.x
+    metric = _panel_metric(panel.rows, y)
+    rows = panel.rows.dropna(subset=[metric, x])
+    # each panel's own x range: a long offline run never squashes the online curves, or the reverse
+    grid = np.linspace(0.0, rows[x].max(), grid_points) if len(rows) else np.zeros(0)
+    for (agent, agent_rater), runs in sorted(rows.groupby(["agent", "rater"])):
+        scores = _aligned_scores(runs, x, metric, grid)
+        valid = ~np.isnan(scores).any(axis=(0, 1))
+        if not valid.any():
+            continue
+        point, ci = iqm_curve(scores[..., valid], reps=reps, seed=seed)
+        seeds = scores.shape[0]
+        style = "--" if agent_rater == "none" and panel.rater != "none" else "-"
+        label = f"{agent}{' (no rater)' if style == '--' else ''} ({seeds} seed{'s' * (seeds > 1)})"
+        (line,) = ax.plot(grid[valid], point, style, label=label)
+        ax.fill_between(grid[valid], ci[0], ci[1], color=line.get_color(), alpha=0.2)
+    ax.set_title(panel.title)
+    ax.set_xlabel(AXIS_LABELS.get(x, x))
+    ax.set_ylabel(metric_label(metric) + "\n(IQM over seeds, 95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
 
 
 def plot_learning_curves(
@@ -117,7 +204,9 @@ def plot_learning_curves(
     """One figure with a panel per (env, rater); returns the written files (PNG and SVG).
 
     Agents that use no rater (``ppo``) are drawn dashed in every rater panel of their env, as the
-    reference; against ``x="queries"`` they are left out (they ask none).
+    reference; against ``x="queries"`` they are left out (they ask none). Offline agents (cpl, bc) are
+    drawn in panels of their own against gradient steps, each panel with its own x range
+    (:func:`curve_panels`).
 
     :param table: :func:`prefrl.analysis.load_runs` output
     :param out: file path; its suffix is replaced by ``.png`` and ``.svg``
@@ -127,38 +216,9 @@ def plot_learning_curves(
     :param grid_points: x positions the seeds' curves are interpolated onto
     :param max_cols: panels per row
     :param seed: seeds the bootstrap
+    :raises ValueError: nothing to draw (e.g. only offline runs against ``x="queries"``)
     """
-    needed = [x] + ([] if y == "auto" else [y])
-    table = table.dropna(subset=needed)
-    panels = [p for p in _panels(table, x) if not p[2].empty] if not table.empty else []
-    if not panels:
-        raise ValueError(f"no evaluations with both '{x}' and '{y}' to plot")
-    cols = min(max_cols, len(panels))
-    rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4.0 * rows), squeeze=False)
-    for ax, (env, rater, panel) in zip(axes.flat, panels, strict=False):
-        metric = _panel_metric(panel, y)
-        panel = panel.dropna(subset=[metric])
-        grid = np.linspace(0.0, panel[x].max(), grid_points) if len(panel) else np.zeros(0)
-        for (agent, agent_rater), runs in sorted(panel.groupby(["agent", "rater"])):
-            scores = _aligned_scores(runs, x, metric, grid)
-            valid = ~np.isnan(scores).any(axis=(0, 1))
-            if not valid.any():
-                continue
-            point, ci = iqm_curve(scores[..., valid], reps=reps, seed=seed)
-            seeds = scores.shape[0]
-            style = "--" if agent_rater == "none" and rater != "none" else "-"
-            label = f"{agent}{' (no rater)' if style == '--' else ''} ({seeds} seed{'s' * (seeds > 1)})"
-            (line,) = ax.plot(grid[valid], point, style, label=label)
-            ax.fill_between(grid[valid], ci[0], ci[1], color=line.get_color(), alpha=0.2)
-        ax.set_title(f"{env} - rater: {rater}")
-        ax.set_xlabel(AXIS_LABELS.get(x, x))
-        ax.set_ylabel(metric_label(metric) + "\n(IQM over seeds, 95% CI)")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=8)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.set_visible(False)
-    fig.tight_layout()
+    fig = learning_curve_figure(table, x, y, reps=reps, grid_points=grid_points, max_cols=max_cols, seed=seed)
     return save_figure(fig, out)
 
 

@@ -48,8 +48,9 @@ def _curve_figures(table: pd.DataFrame, out: Path, reps: int, seed: int) -> dict
     figures["learning_curves_steps"] = plots.plot_learning_curves(
         table, out / "learning_curves_steps", x="env_steps", y="auto", reps=reps, seed=seed
     )
-    if "queries" in table and (table["queries"] > 0).any():
-        preference_runs = table[table["rater"] != "none"]
+    # offline runs take all their labels before learning: they have no curve against queries
+    preference_runs = table[(table["rater"] != "none") & ~analysis.is_offline(table)]
+    if "queries" in preference_runs and (preference_runs["queries"] > 0).any():
         figures["learning_curves_queries"] = plots.plot_learning_curves(
             preference_runs, out / "learning_curves_queries", x="queries", y="auto", reps=reps, seed=seed
         )

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from prefrl.evaluation import ProgressHook
     from prefrl.raters.base import Rater
 
-__all__ = ["COMMON_DEFAULTS", "POLICY_KEYS", "Agent", "PredictFn", "Schema"]
+__all__ = ["COMMON_DEFAULTS", "POLICY_KEYS", "Agent", "PredictFn", "Schema", "first_docstring_line"]
 
 #: a policy: raw observations [n, obs_dim] -> actions [n, act_dim]
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -52,6 +52,12 @@ COMMON_DEFAULTS: dict[str, Any] = {
 POLICY_KEYS = ("net_arch", "activation_fn", "ortho_init", "log_std_init", "full_std", "use_expln")
 
 
+def first_docstring_line(obj: object) -> str:
+    """The first line of ``obj``'s docstring, without a trailing full stop ("" without a docstring)."""
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return doc.splitlines()[0].strip().rstrip(".") if doc else ""
+
+
 class Agent(ABC):
     """A learner evaluated on the true env return.
 
@@ -65,8 +71,14 @@ class Agent(ABC):
 
     #: registry name (``make_agent(name, ...)``); also the agents/<name>.yaml file stem
     name: ClassVar[str] = "agent"
+    #: one line saying what the agent does (``prefrl list``); a subclass that sets none gets the first
+    #: line of its own docstring (or keeps its parent's)
+    description: ClassVar[str] = ""
     #: True if the agent learns from preferences and cannot run without a rater
     requires_rater: ClassVar[bool] = False
+    #: the agent's config YAML (``defaults:`` / ``envs:``) when it is not ``agents/<name>.yaml``; an agent
+    #: with neither runs on its config sections' defaults (third-party agents ship their own file here)
+    config_file: ClassVar[str | Path | None] = None
     #: agent-specific top-level config keys -> allowed nested keys (``None``: free-form value)
     config_keys: ClassVar[Schema] = {}
     #: typed config sections: top-level key -> its :class:`~prefrl.spec_utils.ConfigSection` (the one
@@ -96,6 +108,12 @@ class Agent(ABC):
         #: the agent's own generator, for draws outside torch/SB3 (pair sampling, queue draws, ...)
         self.rng = np.random.default_rng(seed)
         torch.set_num_threads(int(self.config["torch_threads"]))
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # a class without a docstring of its own keeps the description it inherits
+        if "description" not in cls.__dict__ and cls.__doc__:
+            cls.description = first_docstring_line(cls)
 
     @classmethod
     def config_schema(cls) -> Schema:

@@ -57,6 +57,7 @@ class BCAgent(OfflineAgent):
     """Behaviour cloning of the preferred (or all) segments of an offline preference dataset."""
 
     name = "bc"
+    description = "offline behaviour cloning of the preferred segments of an oracle dataset (cpl baseline)"
     config_sections: ClassVar[dict[str, type[ConfigSection]]] = {
         **OfflineAgent.config_sections,
         "bc": BCConfig,

@@ -119,6 +119,7 @@ class CPLAgent(OfflineAgent):
     """
 
     name = "cpl"
+    description = "offline contrastive preference learning on an oracle dataset (Hejna et al. 2024; regret)"
     config_sections: ClassVar[dict[str, type[ConfigSection]]] = {
         **OfflineAgent.config_sections,
         "cpl": CPLConfig,

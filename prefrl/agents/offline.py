@@ -25,6 +25,7 @@ with variance 1/2 per dimension, constant term dropped).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from abc import abstractmethod
@@ -36,18 +37,21 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from prefrl.agents.base import Agent, PredictFn
 from prefrl.datasets import DatasetConfig, PreferenceDataset, build_dataset, load_dataset
-from prefrl.envs import EnvSpec, load_env_spec
+from prefrl.envs import EnvSpec
 from prefrl.errors import SpecError
 from prefrl.networks import activation
-from prefrl.run_dir import read_run_config
+from prefrl.run_dir import load_run_env_spec, read_run_config
 from prefrl.spec_utils import ConfigSection
 
 if TYPE_CHECKING:
     from prefrl.evaluation import ProgressHook
     from prefrl.raters.base import Rater
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -255,7 +259,35 @@ class OfflineAgent(Agent):
         batches = self.epoch_batches(self.setup_data(self.dataset))
         grad_clip = self.offline.grad_clip
         eval_freq = int(self.config["eval_freq"])
-        self._evaluate(callback)
+        logger.info(
+            "%s: %d gradient steps on %d labelled pairs (%s)",
+            self.name,
+            self.total_steps,
+            self.dataset.num_pairs,
+            self.dataset.path,
+        )
+        # the same condition as the SB3 agents' bar (Agent.progress_bar: stdout is a terminal)
+        bar = tqdm(
+            total=self.total_steps,
+            desc=f"{self.name} gradient steps",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not self.progress_bar,
+        )
+        try:
+            self._evaluate(callback, bar)
+            self._train_steps(batches, grad_clip, eval_freq, callback, bar)
+        finally:
+            bar.close()
+
+    def _train_steps(
+        self,
+        batches: Iterator[torch.Tensor],
+        grad_clip: float | None,
+        eval_freq: int,
+        callback: ProgressHook | None,
+        bar: tqdm,
+    ) -> None:
         start = time.perf_counter()
         for step in range(self.total_steps):
             self.on_step_start(step, self.total_steps)
@@ -273,14 +305,17 @@ class OfflineAgent(Agent):
             self._latest = {f"train/{k}": v for k, v in scalars.items()}
             self._latest["train/learning_rate"] = lr
             self._latest["train/grad_steps_per_s"] = self.grad_steps / (time.perf_counter() - start)
+            bar.update(1)
             if self.grad_steps % eval_freq == 0 or self.grad_steps == self.total_steps:
-                self._evaluate(callback)
+                self._evaluate(callback, bar)
 
-    def _evaluate(self, callback: ProgressHook | None) -> None:
+    def _evaluate(self, callback: ProgressHook | None, bar: tqdm | None = None) -> None:
         if callback is None or self.dataset is None:
             return
         extra = {"grad_steps": self.grad_steps, "labelled_pairs": self.dataset.num_pairs, **self._latest}
-        callback.on_eval(self.dataset.env_steps, self, extra)
+        row = callback.on_eval(self.dataset.env_steps, self, extra)
+        if bar is not None:
+            bar.set_postfix(true_return=f"{row['true_return_mean']:.1f}", refresh=False)
 
     @property
     def num_queries(self) -> int:
@@ -319,7 +354,7 @@ class OfflineAgent(Agent):
         """The policy saved in ``run_dir/policy.zip``, acting in the env's action bounds (dropout off)."""
         run_dir = Path(run_dir)
         run = read_run_config(run_dir)
-        env_spec = load_env_spec(run["env"])
+        env_spec = load_run_env_spec(run_dir)
         with torch.random.fork_rng(
             devices=[]
         ):  # the initial weights are overwritten: keep the caller's stream

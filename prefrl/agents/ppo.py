@@ -12,4 +12,5 @@ class TrueRewardPPO(PPOAgent):
     """PPO optimising the environment's true reward; needs no rater and asks no queries."""
 
     name = "ppo"
+    description = "PPO on the true env reward (no rater, no queries): the reference upper bound"
     requires_rater = False

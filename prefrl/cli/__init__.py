@@ -22,15 +22,20 @@ Anything else is a bug in prefrl: it keeps its traceback, with a line asking to 
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
+import prefrl
 from prefrl.cli import dataset, oracle, rate, render, results, run
 from prefrl.errors import PrefrlError
 
-__all__ = ["BUG_REPORT", "build_parser", "main"]
+__all__ = ["BUG_REPORT", "HelpFormatter", "Parser", "build_parser", "main", "prefrl_version"]
 
 #: printed under the traceback of an unexpected exception
 BUG_REPORT = (
@@ -42,12 +47,58 @@ BUG_REPORT = (
 COMMAND_GROUPS = (run, rate, oracle, dataset, results, render)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows every option's default, also for options without a help text.
+
+    A ``None`` default is not shown (it means "taken from elsewhere", which the help text says), nor is a
+    default the help text already shows through ``%(default)s``.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.default is argparse.SUPPRESS or "%(default)" in text:
+            return action.help
+        if not action.option_strings and action.nargs not in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return action.help  # a required positional: its default is never used
+        return f"{text} (default: %(default)s)".strip()
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help:
+            # argparse skips the help column of an option without help text, and with it the default
+            shown = self._get_help_string(action)
+            if shown:
+                action = copy.copy(action)
+                action.help = shown
+        return super()._format_action(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """An :class:`argparse.ArgumentParser` whose help uses :class:`HelpFormatter` unless told otherwise.
+
+    Passed as ``parser_class`` to ``add_subparsers``, so every sub-command (and their own sub-commands,
+    which inherit the class) shows its defaults.
+    """
+
+    def __init__(
+        self, *args: Any, formatter_class: type[argparse.HelpFormatter] = HelpFormatter, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
+def prefrl_version() -> str:
+    """The installed prefrl's version (``prefrl.__version__``, read from the package metadata)."""
+    return prefrl.__version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``prefrl`` argument parser with every sub-command."""
-    parser = argparse.ArgumentParser(
-        prog="prefrl", description="Preference-based RL testbed on continuous control."
+    parser = Parser(
+        prog="prefrl",
+        description="Preference-based RL testbed on continuous control. "
+        "`prefrl list` shows the environments, agents and raters; `prefrl COMMAND -h` a command's options.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {prefrl_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
     for group in COMMAND_GROUPS:
         group.add_parser(sub)
     return parser
@@ -60,11 +111,17 @@ def _one_line(error: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``prefrl`` command; returns the exit status."""
+    """Run the ``prefrl`` command; returns the exit status.
+
+    Warnings the library raises for the user (a spec file shadowing a built-in, an ignored rater, ...) are
+    shown as one line each, ``prefrl COMMAND: warning: ...``, without Python's file and line.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        with warnings.catch_warnings():
+            warnings.showwarning = functools.partial(_show_warning, args.command)
+            return int(args.func(args))
     except PrefrlError as e:
         return _bad_input(args.command, e)
     except OSError as e:
@@ -75,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception:
         return _bug(args.command)
+
+
+def _show_warning(command: str, message: Warning | str, *args: Any, **kwargs: Any) -> None:
+    print(f"prefrl {command}: warning: {message}", file=sys.stderr)
 
 
 def _bad_input(command: str, error: Exception) -> int:

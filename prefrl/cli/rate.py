@@ -6,9 +6,10 @@ import argparse
 import json
 from typing import Any
 
-from prefrl.agents import list_agents
+from prefrl.agents import get_agent_class, list_agents
 from prefrl.diagnostics import format_report, rate_report
-from prefrl.envs import list_env_specs, load_env_spec
+from prefrl.envs import DEFAULT_ENV, list_env_specs, load_env_spec
+from prefrl.errors import PrefrlError
 from prefrl.raters import list_raters
 
 __all__ = ["add_parser"]
@@ -17,16 +18,38 @@ __all__ = ["add_parser"]
 def add_parser(subparsers: Any) -> None:
     """Add ``prefrl rate`` and ``prefrl list``."""
     sub = subparsers
-    rate = sub.add_parser("rate", help="label segment pairs with raters and print diagnostics")
-    rate.add_argument("--env", default="pendulum")
-    rate.add_argument("--rater", action="append", required=True, help="rater spec, repeatable")
-    rate.add_argument("--pairs", type=int, default=10_000)
-    rate.add_argument("--policy", default="random", help="policy that generates the segments")
-    rate.add_argument("--seed", type=int, default=0)
+    rate = sub.add_parser(
+        "rate",
+        help="label segment pairs with raters and print diagnostics",
+        description="Sample pairs of segments, label them with every rater and print per rater: queries "
+        "answered, tie and skip shares, agreement with noise-free partial_return labels, cycle rate and "
+        "throughput.",
+    )
+    rate.add_argument(
+        "--env", default=DEFAULT_ENV, help="env spec name (one of `prefrl list`'s environments) or path"
+    )
+    rate.add_argument(
+        "--rater",
+        action="append",
+        required=True,
+        help="rater spec NAME[:KEY=VALUE,...][+WRAPPER...], repeatable; names: " + ", ".join(list_raters()),
+    )
+    rate.add_argument("--pairs", type=int, default=10_000, help="segment pairs to label")
+    rate.add_argument(
+        "--policy",
+        default="random",
+        help="policy that generates the segments: random, mixed (the oracle's skill levels and a random "
+        "policy) or oracle:CHECKPOINT",
+    )
+    rate.add_argument("--seed", type=int, default=0, help="seeds the segments, the pairs and the raters")
     rate.add_argument("--json", action="store_true", help="print one JSON object")
     rate.set_defaults(func=cmd_rate)
 
-    lst = sub.add_parser("list", help="list environments, agents and raters")
+    lst = sub.add_parser(
+        "list",
+        help="list environments, agents and raters, one line of description each",
+        description="Every environment spec, agent and rater (with its parameters' defaults).",
+    )
     lst.set_defaults(func=cmd_list)
 
 
@@ -40,8 +63,31 @@ def cmd_rate(args: argparse.Namespace) -> int:
     return 0
 
 
+def env_description(name: str) -> str:
+    """One line about an env spec: its description, else its gymnasium id; an invalid spec says why."""
+    try:
+        spec = load_env_spec(name)
+    except PrefrlError as e:
+        return f"(invalid spec: {e})"
+    return getattr(spec, "description", "") or f"{spec.gym_id}, {spec.horizon} steps"
+
+
+def _section(title: str, rows: dict[str, str]) -> list[str]:
+    width = max((len(name) for name in rows), default=0)
+    return [f"{title}:", *(f"  {name:<{width}}  {text}".rstrip() for name, text in rows.items())]
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    print("environments:", ", ".join(list_env_specs()))
-    print("agents:      ", ", ".join(list_agents()))
-    print("raters:      ", ", ".join(list_raters()))
+    """``prefrl list``: one line per environment, agent and rater."""
+    envs = {name: env_description(name) for name in list_env_specs()}
+    agents = {name: get_agent_class(name).description for name in list_agents()}
+    lines = [
+        *_section("environments", envs),
+        "",
+        *_section("agents", agents),
+        "",
+        *_section("raters", dict(list_raters())),
+        "  (a rater spec is NAME[:KEY=VALUE,...][+WRAPPER...], e.g. regret+mistake:eps=0.1)",
+    ]
+    print("\n".join(lines))
     return 0

@@ -22,17 +22,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "or osmesa (picked automatically when unset).",
     )
     p.add_argument("--run", default=None, help="run directory whose policy is rendered")
-    p.add_argument("--env", default=None, help="env spec (with --pair)")
+    p.add_argument(
+        "--env", default=None, help="env spec name, with --pair (default: the --run's env); see `prefrl list`"
+    )
     p.add_argument("--pair", action="store_true", help="render two segments and the rater's verdict")
-    p.add_argument("--rater", default="partial_return", help="rater spec for --pair")
-    p.add_argument("--out", default=None, help="output .gif or .mp4")
-    p.add_argument("--episodes", type=int, default=1)
-    p.add_argument("--steps", type=int, default=None, help="steps per episode (default: horizon)")
-    p.add_argument("--segment-length", type=int, default=None, help="segment length for --pair")
-    p.add_argument("--fps", type=int, default=30)
-    p.add_argument("--width", type=int, default=320)
-    p.add_argument("--height", type=int, default=240)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rater", default="partial_return", help="rater spec for --pair (names: `prefrl list`)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output file, .gif or .mp4 (MP4 needs imageio-ffmpeg) (default: RUN/rollout.gif, or pair.gif)",
+    )
+    p.add_argument("--episodes", type=int, default=1, help="episodes of the rollout")
+    p.add_argument("--steps", type=int, default=None, help="steps per episode (default: the env's horizon)")
+    p.add_argument(
+        "--segment-length", type=int, default=None, help="segment length for --pair (default: the env spec's)"
+    )
+    p.add_argument("--fps", type=int, default=30, help="frames per second")
+    p.add_argument("--width", type=int, default=320, help="frame width in pixels")
+    p.add_argument("--height", type=int, default=240, help="frame height in pixels")
+    p.add_argument("--seed", type=int, default=0, help="seeds the episodes (and the pair's segments)")
     p.set_defaults(func=cmd_render)
     return p
 

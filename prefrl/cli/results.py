@@ -22,7 +22,7 @@ def add_plot_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("dir", help="sweep root or any directory holding run directories")
     p.add_argument("--out", default=None, help="figure directory (default: DIR/plots)")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the 95%% CIs")
-    p.add_argument("--all", action="store_true", help="include unfinished runs")
+    p.add_argument("--all", action="store_true", help="include unfinished runs (default: finished runs only)")
     p.set_defaults(func=cmd_plot)
     return p
 
@@ -41,7 +41,13 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("report", help="write a self-contained report of the runs under a directory")
     p.add_argument("dir", help="sweep root or any directory holding run directories")
     p.add_argument("--out", default=None, help="report file (default: DIR/report.md or DIR/report.html)")
-    p.add_argument("--format", choices=["md", "html"], default="md", dest="fmt")
+    p.add_argument(
+        "--format",
+        choices=["md", "html"],
+        default="md",
+        dest="fmt",
+        help="md: Markdown with the figures beside it in figures/; html: one self-contained page",
+    )
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the 95%% CIs")
     p.set_defaults(func=cmd_report)
     return p

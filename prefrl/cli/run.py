@@ -7,38 +7,99 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from prefrl.agents import list_agents
+from prefrl.analysis import FinalEvaluation, final_evaluation
 from prefrl.cli.echo import echo_progress
 from prefrl.config import parse_overrides
-from prefrl.demo import run_demo
+from prefrl.demo import DEMO_OFFLINE_STEPS, DEMO_ONLINE_STEPS, DEMO_SEEDS, run_demo
+from prefrl.envs import DEFAULT_ENV
 from prefrl.errors import ConfigError
 from prefrl.experiment import run_experiment
+from prefrl.raters import list_raters
 from prefrl.sweep import BACKENDS, RayNotInstalledError, import_ray, run_sweep
 
 __all__ = ["add_parser"]
 
 
+def _agent_help() -> str:
+    return f"agent: one of {', '.join(list_agents())} (see `prefrl list`)"
+
+
+def _rater_help() -> str:
+    return (
+        "rater spec NAME[:KEY=VALUE,...][+WRAPPER...], e.g. partial_return or regret+mistake:eps=0.2; "
+        f"names: {', '.join(list_raters())}"
+    )
+
+
+ENV_HELP = "env spec name (one of `prefrl list`'s environments), gymnasium id or path to a spec YAML"
+
+
 def add_parser(subparsers: Any) -> None:
     """Add ``prefrl run``, ``prefrl sweep`` and ``prefrl demo``."""
     sub = subparsers
-    run = sub.add_parser("run", help="train one agent on one env (one run directory)")
-    run.add_argument("--env", default="pendulum", help="env spec name (envs/*.yaml) or gymnasium id")
-    run.add_argument("--agent", required=True, help="agent name (agents/*.yaml)")
-    run.add_argument("--rater", default=None, help="rater spec, e.g. partial_return or mistake:eps=0.2")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--steps", type=int, default=None, help="env steps (default: the agent config's)")
-    run.add_argument("--queries", type=int, default=None, help="rater query budget")
-    run.add_argument("--out", default=None, help="run directory (default runs/ENV/AGENT/RATER/seedS)")
-    run.add_argument("--eval-freq", type=int, default=None, help="env steps between evaluations")
-    run.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation")
+    run = sub.add_parser(
+        "run",
+        help="train one agent on one env (one run directory)",
+        description="Train one agent and write one run directory; ends with the final true return and "
+        "normalised score of the deterministic policy.",
+    )
+    run.add_argument("--env", default=DEFAULT_ENV, help=ENV_HELP)
+    run.add_argument("--agent", required=True, help=_agent_help())
     run.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable"
+        "--rater",
+        default=None,
+        help=_rater_help() + " (default: none; agents that learn from preferences need one)",
+    )
+    run.add_argument("--seed", type=int, default=0, help="run seed")
+    run.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="env steps for online agents, gradient steps for offline ones (cpl, bc) (default: the agent "
+        "config's total_steps)",
+    )
+    run.add_argument(
+        "--queries",
+        type=int,
+        default=None,
+        help="rater query budget; cpl/bc: labelled pairs taken from the dataset, 0 = all (default: the agent "
+        "config's)",
+    )
+    run.add_argument("--out", default=None, help="run directory (default: runs/ENV/AGENT/RATER/seedS)")
+    run.add_argument(
+        "--eval-freq", type=int, default=None, help="steps between evaluations (default: the agent config's)"
+    )
+    run.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=None,
+        help="episodes per evaluation (default: the agent config's)",
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="config override, repeatable; nested keys with dots, e.g. ppo.learning_rate=3e-4",
     )
     run.set_defaults(func=cmd_run)
 
-    demo = sub.add_parser("demo", help="quick comparison on the default env: curves + summary")
-    demo.add_argument("--out", default="results/demo")
-    demo.add_argument("--seeds", type=int, default=None)
-    demo.add_argument("--steps", type=int, default=None)
+    demo = sub.add_parser(
+        "demo",
+        help="quick comparison on the default env: curves + summary",
+        description=f"Train every agent of the demo grid on {DEFAULT_ENV} and write learning curves, "
+        "summary.md and report.md.",
+    )
+    demo.add_argument("--out", default="results/demo", help="output directory")
+    demo.add_argument("--seeds", type=int, default=DEMO_SEEDS, help="seeds per agent")
+    demo.add_argument("--steps", type=int, default=DEMO_ONLINE_STEPS, help="env steps of the online agents")
+    demo.add_argument(
+        "--offline-steps",
+        type=int,
+        default=DEMO_OFFLINE_STEPS,
+        help="gradient steps of the offline agents (cpl, bc)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     add_sweep_parser(subparsers)
@@ -53,17 +114,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         steps=args.steps,
         queries=args.queries,
         out=args.out,
-        overrides=parse_overrides(args.set),
+        overrides=parse_overrides(args.set or []),
         eval_freq=args.eval_freq,
         n_eval_episodes=args.eval_episodes,
     )
+    print(format_final(final_evaluation(run_dir)))
     print(f"run directory: {run_dir}")
     return 0
 
 
+def format_final(final: FinalEvaluation) -> str:
+    """``final: return -152.3 +- 9.8, normalised score 96.1 (deterministic policy, 10 episodes, ...)``."""
+    score = f"{final.normalised_score:.1f}" if final.has_normalised_score else "n/a (env has no anchors)"
+    episodes = "" if final.episodes is None else f", {final.episodes} episode{'s' * (final.episodes != 1)}"
+    # offline agents spend no queries while they learn: their count is the dataset's labelled pairs
+    queries = "labelled pairs" if final.step_unit == "gradient steps" else "queries"
+    return (
+        f"final: return {final.true_return:.1f} +- {final.true_return_std:.1f}, normalised score {score} "
+        f"(deterministic policy{episodes}; {final.steps:,} {final.step_unit}, {final.queries:,} {queries})"
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     echo_progress("prefrl.demo")
-    summary = run_demo(out=args.out, seeds=args.seeds, steps=args.steps)
+    summary = run_demo(out=args.out, seeds=args.seeds, steps=args.steps, offline_steps=args.offline_steps)
     print(summary)
     return 0
 
@@ -76,26 +150,53 @@ def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Run every (env, agent, rater, seed) cell as its own run directory under --out. "
         "Finished runs are skipped, so re-running the same command resumes an interrupted sweep.",
     )
-    p.add_argument("--env", action="append", required=True, help="env spec(s), comma-separated or repeated")
-    p.add_argument("--agent", action="append", required=True, help="agent(s), comma-separated or repeated")
+    p.add_argument(
+        "--env", action="append", required=True, help="env spec(s), comma-separated or repeated; " + ENV_HELP
+    )
+    p.add_argument(
+        "--agent",
+        action="append",
+        required=True,
+        help="agent(s), comma-separated or repeated; each " + _agent_help().removeprefix("agent: "),
+    )
     p.add_argument(
         "--rater",
         action="append",
         default=None,
         help="rater spec(s), comma-separated or repeated (e.g. partial_return,mistake:eps=0.2); "
-        "agents that need no rater run once with rater 'none'",
+        "agents that need no rater run once with rater 'none'; names: " + ", ".join(list_raters()),
     )
     p.add_argument("--seeds", default="3", help="a count n (seeds 0..n-1) or a list like 0,1,5")
-    p.add_argument("--steps", type=int, default=None, help="env steps per run (default: agent config's)")
-    p.add_argument("--queries", type=int, default=None, help="query budget per run")
-    p.add_argument("--out", default="runs", help="sweep root directory (default: runs)")
-    p.add_argument("--jobs", type=int, default=None, help="parallel runs (default: number of cores)")
-    p.add_argument("--backend", choices=BACKENDS, default="local")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
-    p.add_argument("--eval-freq", type=int, default=None, help="env steps between evaluations")
-    p.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation")
     p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every agent"
+        "--steps",
+        type=int,
+        default=None,
+        help="env steps per run, gradient steps for cpl/bc (default: each agent config's)",
+    )
+    p.add_argument(
+        "--queries", type=int, default=None, help="query budget per run (default: each agent config's)"
+    )
+    p.add_argument("--out", default="runs", help="sweep root directory")
+    p.add_argument("--jobs", type=int, default=None, help="parallel runs (default: number of cores)")
+    p.add_argument(
+        "--backend", choices=BACKENDS, default="local", help="where runs execute: " + ", ".join(BACKENDS)
+    )
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
+    p.add_argument(
+        "--eval-freq", type=int, default=None, help="steps between evaluations (default: each agent config's)"
+    )
+    p.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=None,
+        help="episodes per evaluation (default: each agent config's)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="config override for every agent, repeatable",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
@@ -131,7 +232,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         backend=args.backend,
         address=args.address,
-        overrides=parse_overrides(args.set) or None,
+        overrides=parse_overrides(args.set or []) or None,
         eval_freq=args.eval_freq,
         n_eval_episodes=args.eval_episodes,
         progress=False if args.no_progress else None,
