@@ -32,6 +32,7 @@ from prefrl.config import load_agent_config
 from prefrl.envs import EnvSpec, load_env_spec
 from prefrl.errors import ConfigError
 from prefrl.evaluation import ProgressHook
+from prefrl.oracle.loading import with_oracle_anchors
 from prefrl.raters import Rater, make_rater
 from prefrl.run_dir import (
     default_run_dir,
@@ -174,7 +175,8 @@ def run_experiment(
     :param n_eval_episodes: episodes per evaluation (overrides the config)
     :param progress_bar: show a progress bar (default: when stdout is a terminal)
     """
-    env_spec = load_env_spec(env)
+    # a spec without anchors (a user spec) is normalised with those its trained oracle measured
+    env_spec = with_oracle_anchors(load_env_spec(env))
     run = resolve_run(env_spec, agent, rater, seed, steps, queries, overrides, eval_freq, n_eval_episodes)
     run_dir = Path(out) if out is not None else default_run_dir(run["env"], agent, run["rater"], seed)
     if is_done(run_dir):

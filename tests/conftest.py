@@ -7,6 +7,8 @@ import one another or this file: whatever several files need is a fixture here.
 from __future__ import annotations
 
 import copy
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -14,6 +16,20 @@ import pytest
 import torch
 
 from prefrl.envs import EnvSpec, load_env_spec
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_user_oracles() -> Iterator[None]:
+    """An empty user oracle folder for the session: a developer's own trained oracles (in
+    ~/.cache/prefrl/oracles) must not change what the raters and datasets of the tests load."""
+    previous = os.environ.get("PREFRL_ORACLE_DIR")
+    with tempfile.TemporaryDirectory(prefix="prefrl-test-oracles-") as folder:
+        os.environ["PREFRL_ORACLE_DIR"] = folder
+        yield
+    if previous is None:
+        os.environ.pop("PREFRL_ORACLE_DIR", None)
+    else:
+        os.environ["PREFRL_ORACLE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
 
 
 def _run(name: str, tmp_path: Path) -> str:
-    code = f"import runpy, sys; ns = runpy.run_path({str(EXAMPLES / name)!r}); print(ns['main']({str(tmp_path)!r}))"
+    script, out = str(EXAMPLES / name), str(tmp_path)
+    code = f"import runpy; print(runpy.run_path({script!r})['main']({out!r}))"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PREFRL_ORACLE_DIR": str(tmp_path / "oracles")}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

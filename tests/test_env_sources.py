@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -16,6 +17,7 @@ from prefrl.cli import main
 from prefrl.envs import ENV_DIR, SpecShadowWarning, gym_env_spec, list_env_specs, load_env_spec, make_env
 from prefrl.errors import OracleError, RaterError, SpecError
 from prefrl.experiment import run_experiment
+from prefrl.oracle import load_oracle, shipped_oracle_dir
 from prefrl.raters import make_rater
 from prefrl.run_dir import load_run_env_spec
 from prefrl.sweep import run_sweep
@@ -58,7 +60,8 @@ def test_spec_path_adds_folders_and_shadows_builtins_with_a_notice(tmp_path, mon
 def test_entry_point_folders(tmp_path, monkeypatch):
     _user_spec(tmp_path / "plugin", "plugin_pendulum")
     entry = metadata.EntryPoint("plugin", "os:getcwd", "prefrl.envs")
-    monkeypatch.setattr(prefrl.envs.metadata, "entry_points", lambda group: [entry] if group == "prefrl.envs" else [])
+    entries = {"prefrl.envs": [entry]}
+    monkeypatch.setattr(prefrl.envs.metadata, "entry_points", lambda group: entries.get(group, []))
     monkeypatch.chdir(tmp_path / "plugin")  # the entry point (os.getcwd) returns this folder
     assert load_env_spec("plugin_pendulum").description == "pendulum with an expensive torque"
 
@@ -123,3 +126,33 @@ def test_rate_accepts_a_spec_file(tmp_path, capsys):
     path = _user_spec(tmp_path / "specs", "my_pendulum")
     assert main(["rate", "--env", str(path), "--rater", "partial_return", "--pairs", "20"]) == 0
     assert "partial_return" in capsys.readouterr().out
+
+
+def test_a_shadowing_spec_with_other_dynamics_does_not_get_the_builtin_oracle(tmp_path, pendulum):
+    data = yaml.safe_load((ENV_DIR / "pendulum.yaml").read_text())
+    data["kwargs"] = {"g": 5.0}
+    path = tmp_path / "pendulum.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.warns(SpecShadowWarning):
+        shadow = load_env_spec(path)
+    assert load_oracle(pendulum).manifest.env_kwargs == {}  # the built-in loads (and is cached) first
+    with pytest.raises(OracleError, match=r"other env settings.*kwargs \{\}.*'g': 5.0"):
+        load_oracle(shadow)
+    with pytest.raises(OracleError, match="other env settings"):
+        make_rater("regret", shadow)
+
+
+def test_runs_of_an_unanchored_spec_use_its_oracles_anchors(tmp_path, tiny_ppo, monkeypatch):
+    data = yaml.safe_load((ENV_DIR / "pendulum.yaml").read_text())
+    data.pop("normalisation")
+    path = tmp_path / "bare_pendulum.yaml"
+    path.write_text(yaml.safe_dump(data))
+    oracles = tmp_path / "oracles"
+    shutil.copytree(shipped_oracle_dir(load_env_spec("pendulum")), oracles / "bare_pendulum")
+    monkeypatch.setenv("PREFRL_ORACLE_DIR", str(oracles))
+    run_dir = run_experiment(str(path), "ppo", None, 0, steps=128, out=tmp_path / "run", overrides=tiny_ppo,
+                             eval_freq=128, n_eval_episodes=1)
+    manifest = load_oracle(load_env_spec(path)).manifest
+    stored = load_run_env_spec(run_dir)
+    assert (stored.random_return, stored.oracle_return) == (manifest.random_return, manifest.oracle_return)
+    assert pd.read_csv(run_dir / "progress.csv")["normalised_score"].notna().all()

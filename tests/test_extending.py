@@ -74,7 +74,7 @@ def test_register_rater_infers_spec_parameters(registries, pendulum, random_pair
     assert "scale=1.0" in list_raters()["lazy"]
     rater = make_rater("lazy:scale=2+mistake:eps=0.0", pendulum)
     assert rater.inner.scale == 2.0
-    with pytest.raises(RaterError, match="unknown parameter 'scal'.*did you mean 'scale'"):
+    with pytest.raises(RaterError, match=r"unknown parameter 'scal'.*did you mean 'scale'"):
         make_rater("lazy:scal=2", pendulum)
     with pytest.raises(RaterError, match="must be a number"):
         make_rater("lazy:scale=big", pendulum)

@@ -7,9 +7,13 @@ Sub-commands, one module per group::
                 prefrl demo  [--out results/demo]
     rate.py     prefrl rate  --env ENV --rater R1 [--rater R2 ...] --pairs N [--policy random] [--json]
                 prefrl list  (environments, agents, raters)
-    oracle.py   prefrl oracle train --env ENV [--steps N] [--seed S] [--resume] | prefrl oracle eval --env ENV
-                prefrl oracle correct-value --env ENV [--episodes N] [--fit-steps N] [--rank-weight W]
+    oracle.py   prefrl oracle train --env ENV [--out DIR] [--steps N] [--seed S] [--resume]
+                prefrl oracle eval --env ENV [--from DIR] | prefrl oracle install --env ENV [--from DIR]
+                prefrl oracle correct-value --env ENV [--from DIR] [--out DIR] [--episodes N] [--fit-steps N]
     dataset.py  prefrl dataset build --env ENV --rater R [--episodes N] [--noise S] [--segment 64] [--pairs P]
+                prefrl dataset export FILE --format minari --id NS/NAME-v0 | prefrl dataset import ID --out F
+
+ENV is a spec name, a spec file (``my_env.yaml``) or ``gym:<gymnasium id>[,key=value...]`` everywhere.
     results.py  prefrl plot DIR | prefrl report DIR
     render.py   prefrl render --run DIR | --env ENV --pair
 

@@ -6,24 +6,49 @@ The oracle supplies three things the rest of the testbed needs:
 * ``R_oracle`` (with ``R_random``) anchoring the normalised score ``100 (R - R_rand) / (R_orc - R_rand)``;
 * policy checkpoints at several skill levels between random and expert, for offline datasets (CPL).
 
-Checkpoints are compact (network weights only, no optimiser or replay buffer) and ship with the package
-under ``prefrl/oracle/checkpoints/<env>/``; the env spec names the folder (``oracle.checkpoint``)::
+Checkpoints are compact (network weights only, no optimiser or replay buffer). An env's oracle is looked
+up, first match wins (:func:`resolve_oracle_dir`):
+
+1. a directory given explicitly (``load_oracle(spec, directory=...)``, ``--from DIR``);
+2. the user folder ``<user root>/<spec name>/`` (:func:`user_oracle_dir`), where ``prefrl oracle train``
+   writes; the user root is ``$PREFRL_ORACLE_DIR``, else ``$XDG_CACHE_HOME/prefrl/oracles``, else
+   ``~/.cache/prefrl/oracles`` (:func:`user_oracle_root`). A user folder that exists must hold a complete
+   oracle: a damaged one is an error, never a silent fall-back to the shipped expert;
+3. the shipped checkpoints ``prefrl/oracle/checkpoints/<checkpoint>/`` (:data:`CHECKPOINT_ROOT`; the env
+   spec's ``oracle.checkpoint`` names the folder, default the spec name; ``prefrl oracle install`` writes
+   them).
+
+The loader logs (``logging``, INFO) which folder it used::
 
     oracle = load_oracle(load_env_spec("pendulum"))
     oracle.value(obs)            # V*(s), [N]
     oracle.q_value(obs, act)     # Q*(s, a), [N] (SAC experts)
     oracle.policy("expert")      # callable obs -> action; also "level0" .. "levelK" (worst to best)
 
+**Complete folders only.** ``manifest.json`` is written last and seals the folder: ``"complete": true``
+and ``files``, the sha256 of every file the oracle uses (expert, levels, value correction). The loader
+refuses (:class:`~prefrl.errors.OracleError`, one line naming the folder and the fix) a folder whose
+manifest is missing or not complete, or whose files are missing or differ from their recorded hash, so an
+interrupted or hand-mixed folder is never half loaded. An accepted value correction records the sha256 of
+the expert it was fitted to (``value_correction.expert_sha256``); next to any other expert it is refused,
+not ignored (the stricter choice: ``regret`` never silently switches to the plain critic). Writers stage a
+folder and rename it into place (:mod:`prefrl.oracle.storage`).
+
 For a SAC expert ``V(s) = mean over a ~ pi(.|s) of min_j Q_j(s, a)`` (``n_action_samples`` draws, the same
 standard-normal draws for every state); for a PPO expert ``V`` is its critic. Where the checkpoint has an
 accepted Monte-Carlo correction (:mod:`prefrl.oracle.value_correction`), ``V`` and ``Q`` add its
-``delta(s)``. Loading never imports training code: :mod:`prefrl.oracle.training` writes what this reads.
+``delta(s)``. Everything loads without pickle (``torch.load(weights_only=True)`` and JSON). Loading never
+imports training code: :mod:`prefrl.oracle.training` writes what this reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
-from collections.abc import Callable
+import logging
+import os
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,27 +58,42 @@ import torch as th
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from prefrl.envs import EnvSpec, load_env_spec, make_env
+from prefrl.envs import ENV_DIR, EnvSpec, load_env_spec, make_env
 from prefrl.errors import OracleError
 from prefrl.networks import sb3_policy_kwargs
 from prefrl.oracle.value_correction import ValueCorrection
 
 __all__ = [
     "CHECKPOINT_ROOT",
+    "ORACLE_DIR_ENV",
     "CheckpointInfo",
     "Oracle",
     "OracleManifest",
+    "env_argument",
+    "file_sha256",
     "forget_oracle",
+    "is_shipped",
     "load_oracle",
     "load_value_correction",
     "normalise_obs",
     "oracle_dir",
     "oracle_value_functions",
     "read_manifest",
+    "resolve_oracle_dir",
+    "shipped_oracle_dir",
+    "user_oracle_dir",
+    "user_oracle_root",
+    "verify_oracle",
 ]
 
+logger = logging.getLogger(__name__)
+
+#: the shipped experts, one folder per env (written by ``prefrl oracle install`` only)
 CHECKPOINT_ROOT = Path(__file__).resolve().parent / "checkpoints"
 ALGOS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO}
+
+#: environment variable naming the user oracle root (see :func:`user_oracle_root`)
+ORACLE_DIR_ENV = "PREFRL_ORACLE_DIR"
 
 
 MANIFEST = "manifest.json"
@@ -95,8 +135,19 @@ class OracleManifest:
     levels: list[CheckpointInfo] = field(default_factory=list)
     value_quality: dict[str, float] | None = None
     train_wall_s: float | None = None
-    #: the Monte-Carlo value correction's fit report (``accepted``: whether ``V``/``Q`` use it)
+    #: the Monte-Carlo value correction's fit report (``accepted``: whether ``V``/``Q`` use it;
+    #: ``expert_sha256``: the expert checkpoint it was fitted to)
     value_correction: dict[str, Any] | None = None
+    #: the gymnasium id the expert was trained on (checked against the spec when set)
+    gym_id: str | None = None
+    #: the env kwargs and horizon it was trained with (checked when set: a spec with other dynamics or
+    #: another time limit, e.g. a user file named like a built-in, must not use this expert's V*)
+    env_kwargs: dict[str, Any] | None = None
+    horizon: int | None = None
+    #: file name -> sha256 of every file the oracle uses; written last, with ``complete``
+    files: dict[str, str] = field(default_factory=dict)
+    #: True once every file was written: a folder without it is never loaded
+    complete: bool = False
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> OracleManifest:
@@ -106,12 +157,35 @@ class OracleManifest:
         return OracleManifest(**data)
 
     def save(self, directory: Path) -> None:
-        """Write ``manifest.json`` into the checkpoint ``directory``."""
-        (directory / MANIFEST).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        """Write ``manifest.json`` into the checkpoint ``directory`` (a temporary file renamed into place).
+
+        ``complete`` and ``files`` are written as they are: :func:`prefrl.oracle.storage.seal_oracle`
+        sets them.
+        """
+        path = Path(directory) / MANIFEST
+        partial = path.with_name(MANIFEST + ".partial")
+        partial.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        os.replace(partial, path)
+
+    def used_files(self) -> list[str]:
+        """The files the oracle loads: expert, skill levels and an accepted value correction."""
+        names = [self.expert.file, *(level.file for level in self.levels)]
+        return [*names, CORRECTION_FILE] if self.correction_accepted else names
+
+    @property
+    def correction_accepted(self) -> bool:
+        return bool((self.value_correction or {}).get("accepted"))
+
+
+def env_argument(spec: EnvSpec) -> str:
+    """What to pass as ``--env`` for this spec: its name for a spec in ``envs/``, else its file."""
+    if spec.path is not None and spec.path.resolve() != (ENV_DIR / f"{spec.name}.yaml").resolve():
+        return str(spec.path)
+    return spec.name
 
 
 def _how_to_train(spec: EnvSpec) -> str:
-    return f"train one with `prefrl oracle train --env {spec.name}`"
+    return f"train one with `prefrl oracle train --env {env_argument(spec)}`"
 
 
 def _build_model(spec: EnvSpec, algo: str, policy_kwargs: dict[str, Any], seed: int = 0) -> BaseAlgorithm:
@@ -171,17 +245,29 @@ def normalise_obs(obs: np.ndarray, norm: dict[str, np.ndarray]) -> np.ndarray:
 class Oracle:
     """A loaded expert: acts, and evaluates ``V*`` / ``Q*`` on batches of numpy observations."""
 
-    def __init__(self, spec: EnvSpec, manifest: OracleManifest, directory: Path, n_action_samples: int = 16):
+    def __init__(
+        self,
+        spec: EnvSpec,
+        manifest: OracleManifest,
+        directory: Path,
+        n_action_samples: int = 16,
+        source: str = "explicit",
+    ):
+        """Load the weights of a folder as they are; :func:`load_oracle` checks the folder first.
+
+        :param source: where the folder was found: ``explicit``, ``user`` or ``shipped``.
+        """
         self.spec = spec
         self.manifest = manifest
-        self.directory = directory
+        self.directory = Path(directory)
+        self.source = source
         self.n_action_samples = n_action_samples
         self._models: dict[str, BaseAlgorithm] = {}
         self._norms: dict[str, dict[str, np.ndarray]] = {}
         self.model = self._model("expert")
         self.norm = self._norms["expert"]
-        accepted = bool((manifest.value_correction or {}).get("accepted"))
-        self.correction = load_value_correction(directory, spec) if accepted else None
+        accepted = manifest.correction_accepted
+        self.correction = load_value_correction(self.directory, spec) if accepted else None
 
     @property
     def gamma(self) -> float:
@@ -267,7 +353,7 @@ class Oracle:
 def load_value_correction(directory: Path, spec: EnvSpec) -> ValueCorrection:
     """Read ``value_correction.pt``; a missing or damaged file is an :class:`OracleError` naming the fix."""
     path = directory / CORRECTION_FILE
-    fix = f"recompute it with `prefrl oracle correct-value --env {spec.name}`"
+    fix = _how_to_correct(spec, directory)
     try:
         state = th.load(path, map_location="cpu", weights_only=True)
         hidden = int(state.pop("hidden"))
@@ -291,44 +377,211 @@ def load_value_correction(directory: Path, spec: EnvSpec) -> ValueCorrection:
     return correction.eval()
 
 
-def oracle_dir(spec: EnvSpec) -> Path:
-    """Where the spec's oracle lives (``oracle.checkpoint`` in the spec, default the spec name)."""
+def _how_to_correct(spec: EnvSpec, directory: Path) -> str:
+    source = "" if Path(directory) == resolve_oracle_dir(spec)[0] else f" --from {directory}"
+    return f"recompute it with `prefrl oracle correct-value --env {env_argument(spec)}{source}`"
+
+
+def user_oracle_root() -> Path:
+    """Where ``prefrl oracle train`` writes: ``$PREFRL_ORACLE_DIR``, else ``$XDG_CACHE_HOME/prefrl/oracles``,
+    else ``~/.cache/prefrl/oracles`` (one folder per env spec name below it)."""
+    given = os.environ.get(ORACLE_DIR_ENV)
+    if given:
+        return Path(given).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME")
+    # the XDG spec: a relative path is invalid and must be ignored
+    base = Path(cache) if cache and Path(cache).is_absolute() else Path.home() / ".cache"
+    return base / "prefrl" / "oracles"
+
+
+def user_oracle_dir(spec: EnvSpec) -> Path:
+    """The spec's user oracle folder, ``<user root>/<spec name>/`` (also for a spec read from a file)."""
+    return user_oracle_root() / spec.name
+
+
+def shipped_oracle_dir(spec: EnvSpec) -> Path:
+    """The spec's shipped oracle (``oracle.checkpoint`` in the spec, default the spec name, under
+    :data:`CHECKPOINT_ROOT` unless absolute)."""
     name = (spec.oracle or {}).get("checkpoint") or spec.name
     path = Path(name)
     return path if path.is_absolute() else CHECKPOINT_ROOT / path
 
 
-_CACHE: dict[str, Oracle] = {}
+def is_shipped(directory: Path) -> bool:
+    """Whether ``directory`` lies in the shipped checkpoint tree (:data:`CHECKPOINT_ROOT`)."""
+    return Path(directory).resolve().is_relative_to(CHECKPOINT_ROOT.resolve())
+
+
+def _holds_anything(directory: Path) -> bool:
+    return directory.is_dir() and any(directory.iterdir())
+
+
+def resolve_oracle_dir(spec: EnvSpec, directory: Path | None = None) -> tuple[Path, str]:
+    """``(folder, source)`` of the oracle :func:`load_oracle` uses (``explicit``, ``user`` or ``shipped``).
+
+    An explicit ``directory`` wins; then the user folder, if it holds anything (it must then be a
+    complete oracle: :func:`verify_oracle`); then the shipped checkpoints.
+    """
+    if directory is not None:
+        return Path(directory), "shipped" if is_shipped(Path(directory)) else "explicit"
+    user = user_oracle_dir(spec)
+    if _holds_anything(user):
+        return user, "user"
+    return shipped_oracle_dir(spec), "shipped"
+
+
+def oracle_dir(spec: EnvSpec) -> Path:
+    """The folder the spec's oracle is loaded from: the user folder, else the shipped one."""
+    return resolve_oracle_dir(spec)[0]
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+#: (folder, settings of the spec it was checked against) -> oracle: a spec with other settings (a user file
+#: named like a built-in) is checked again rather than handed the cached oracle
+_CACHE: dict[tuple[str, str], Oracle] = {}
 
 
 def forget_oracle(directory: Path) -> None:
     """Drop the cached oracle loaded from ``directory`` (after its files were rewritten)."""
-    _CACHE.pop(str(directory), None)
+    for key in [k for k in _CACHE if k[0] == str(directory)]:
+        del _CACHE[key]
 
 
 def load_oracle(spec: EnvSpec | str, directory: Path | None = None) -> Oracle:
-    """Load (and cache) the shipped oracle of an env; a clear :class:`OracleError` if none exists."""
+    """Load (and cache) an env's oracle: ``directory``, else the user folder, else the shipped one.
+
+    The folder must be complete (:func:`verify_oracle`); a clear :class:`OracleError` otherwise, or if
+    there is none. Logs (INFO) which folder was used.
+    """
     spec = load_env_spec(spec) if isinstance(spec, str) else spec
-    directory = directory or oracle_dir(spec)
-    key = str(directory)
+    directory, source = resolve_oracle_dir(spec, directory)
+    key = (str(directory), repr((spec.gym_id, sorted(spec.kwargs.items()), spec.horizon)))
     if key not in _CACHE:
-        _CACHE[key] = Oracle(spec, read_manifest(spec, directory), directory)
+        manifest = read_manifest(spec, directory)
+        _CACHE[key] = Oracle(spec, manifest, directory, source=source)
+        logger.info(f"{spec.name}: using the {source} oracle in {directory}")
     return _CACHE[key]
 
 
-def read_manifest(spec: EnvSpec, directory: Path) -> OracleManifest:
+def with_oracle_anchors(spec: EnvSpec) -> EnvSpec:
+    """``spec``, or a copy with the normalisation anchors its oracle measured when the spec has none.
+
+    A user spec gets anchors by training an oracle (``prefrl oracle train`` records them in the oracle's
+    manifest, not in the spec file). A spec with anchors, or without a usable oracle, is returned as is.
+    """
+    if spec.has_normalisation:
+        return spec
+    try:
+        manifest = load_oracle(spec).manifest
+    except OracleError:
+        return spec
+    logger.info(f"{spec.name}: normalising scores with the anchors of its oracle ({manifest.command})")
+    anchors = {"random_return": manifest.random_return, "oracle_return": manifest.oracle_return}
+    return dataclasses.replace(spec, **anchors)
+
+
+def _repair_hint(spec: EnvSpec, directory: Path) -> str:
+    """How to get a usable oracle back in place of a damaged ``directory``."""
+    if is_shipped(directory):
+        return f"the shipped oracle is damaged: reinstall prefrl (or `git checkout -- {directory}`)"
+    out = "" if directory == user_oracle_dir(spec) else f" --out {directory}"
+    return f"re-run `prefrl oracle train --env {env_argument(spec)}{out}` or delete {directory}"
+
+
+def read_manifest(
+    spec: EnvSpec, directory: Path, verify: bool = True, skip: Iterable[str] = ()
+) -> OracleManifest:
+    """The manifest of the oracle in ``directory``, checked by :func:`verify_oracle` unless ``verify=False``.
+
+    :param skip: files not to check (``correct-value`` replaces the value correction, so a damaged one
+        does not stop it).
+    """
+    directory = Path(directory)
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
-        raise OracleError(f"no oracle for env '{spec.name}' at {directory}; {_how_to_train(spec)}")
-    try:
-        return OracleManifest.from_dict(json.loads(manifest_path.read_text()))
-    except (json.JSONDecodeError, TypeError, KeyError) as e:
+        if not _holds_anything(directory):
+            where = f"at {directory}"
+            if directory == shipped_oracle_dir(spec):
+                where += f" (nor in the user folder {user_oracle_dir(spec)})"
+            raise OracleError(f"no oracle for env '{spec.name}' {where}; {_how_to_train(spec)}")
         raise OracleError(
-            f"oracle manifest {manifest_path} is corrupted ({e}); {_how_to_train(spec)}"
+            f"oracle folder {directory} has no {MANIFEST}: it is incomplete (an interrupted write?); "
+            f"{_repair_hint(spec, directory)}"
+        )
+    try:
+        manifest = OracleManifest.from_dict(json.loads(manifest_path.read_text()))
+    except (json.JSONDecodeError, TypeError, KeyError) as e:
+        reason = (str(e).splitlines() or [""])[0][:100]
+        raise OracleError(
+            f"oracle manifest {manifest_path} is corrupted ({reason}); {_repair_hint(spec, directory)}"
         ) from None
+    if verify:
+        verify_oracle(spec, directory, manifest, skip)
+    return manifest
+
+
+def verify_oracle(spec: EnvSpec, directory: Path, manifest: OracleManifest, skip: Iterable[str] = ()) -> None:
+    """Refuse a folder that is not one complete oracle, with one line naming the folder and the fix.
+
+    Checks: the manifest is marked complete; it lists every file the oracle uses; each listed file exists
+    with its recorded sha256; an accepted value correction was fitted to this expert; the expert was
+    trained on the spec's gymnasium env.
+    """
+    directory, skip = Path(directory), set(skip)
+    hint = _repair_hint(spec, directory)
+    if not manifest.complete or not manifest.files:
+        raise OracleError(
+            f"oracle folder {directory} is incomplete (its {MANIFEST} is not marked complete: an "
+            f"interrupted write, or written by an older prefrl); {hint}"
+        )
+    if manifest.gym_id is not None and manifest.gym_id != spec.gym_id:
+        raise OracleError(
+            f"the oracle in {directory} was trained on {manifest.gym_id}, env '{spec.name}' is "
+            f"{spec.gym_id}; {_how_to_train(spec)}"
+        )
+    trained = {"kwargs": manifest.env_kwargs, "horizon": manifest.horizon}
+    differing = [k for k, v in trained.items() if v is not None and v != getattr(spec, k)]
+    if differing:
+        shown = ", ".join(f"{k} {trained[k]!r} (spec: {getattr(spec, k)!r})" for k in differing)
+        raise OracleError(
+            f"the oracle in {directory} was trained with other env settings than spec '{spec.name}' "
+            f"({spec.path}): {shown}; {_how_to_train(spec)}"
+        )
+    unlisted = [name for name in manifest.used_files() if name not in manifest.files]
+    if unlisted:
+        raise OracleError(
+            f"oracle folder {directory} is incomplete ({MANIFEST} does not list {unlisted}); {hint}"
+        )
+    for name, expected in manifest.files.items():
+        if name in skip:
+            continue
+        fix = _how_to_correct(spec, directory) if name == CORRECTION_FILE else hint
+        path = directory / name
+        if not path.is_file():
+            raise OracleError(f"oracle folder {directory} is incomplete: {name} is missing; {fix}")
+        if file_sha256(path) != expected:
+            raise OracleError(
+                f"oracle folder {directory} is damaged: {name} differs from the file its {MANIFEST} "
+                f"recorded (truncated or replaced); {fix}"
+            )
+    if manifest.correction_accepted and CORRECTION_FILE not in skip:
+        fitted_to = (manifest.value_correction or {}).get("expert_sha256")
+        if fitted_to != manifest.files[manifest.expert.file]:
+            raise OracleError(
+                f"the value correction in {directory} was fitted to another expert than its "
+                f"{manifest.expert.file}; {_how_to_correct(spec, directory)}"
+            )
 
 
 def oracle_value_functions(spec: EnvSpec) -> tuple[Callable, Callable | None]:
-    """The regret rater's default ``(V*, Q*)``: the env's shipped oracle (``Q*`` for SAC experts only)."""
+    """The regret rater's default ``(V*, Q*)``: the env's oracle (``Q*`` for SAC experts only)."""
     oracle = load_oracle(spec)
     return oracle.value, (oracle.q_value if oracle.manifest.algo == "sac" else None)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch as th
 from scipy.stats import pearsonr, spearmanr
 
+from prefrl.envs import EnvSpec, load_env_spec
 from prefrl.evaluation import evaluate_policy
 from prefrl.oracle.loading import Oracle, load_oracle
 from prefrl.oracle.returns import expert_states_and_returns, weaker_policies
@@ -100,10 +102,21 @@ def value_quality_with_critic(
     return corrected, plain
 
 
-def evaluate_oracle(env: str, episodes: int = 20, seed: int = 0) -> dict[str, Any]:
-    """Re-measure every checkpoint's return and the value function's Spearman correlation."""
-    oracle = load_oracle(env)
-    report: dict[str, Any] = {"env": oracle.spec.name, "algo": oracle.manifest.algo}
+def evaluate_oracle(
+    env: str | Path | EnvSpec, episodes: int = 20, seed: int = 0, directory: Path | None = None
+) -> dict[str, Any]:
+    """Re-measure every checkpoint's return and the value function's Spearman correlation.
+
+    The oracle is the one :func:`~prefrl.oracle.loading.load_oracle` uses (``directory``, else the user
+    folder, else the shipped one); the report names its folder and where it was found.
+    """
+    oracle = load_oracle(load_env_spec(env), directory)
+    report: dict[str, Any] = {
+        "env": oracle.spec.name,
+        "algo": oracle.manifest.algo,
+        "directory": str(oracle.directory),
+        "source": oracle.source,
+    }
     for name in oracle.checkpoint_names:
         mean, std = evaluate_policy(oracle.policy(name), oracle.spec, n_episodes=episodes, seed=seed)
         report[name] = {"mean_return": mean, "std_return": std}

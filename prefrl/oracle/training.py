@@ -1,11 +1,20 @@
 """Training an env's oracle expert on the true reward, and fitting its value correction.
 
-``prefrl oracle train --env ENV`` trains an expert (SAC from ``agents/oracle.yaml``, or PPO with the tuned
-``agents/ppo.yaml`` settings), keeps policy snapshots, picks the expert and the skill levels from them,
-measures ``R_random`` / ``R_oracle`` and writes what :mod:`prefrl.oracle.loading` reads:
-``prefrl/oracle/checkpoints/<env>/{expert,level*}.pt`` and ``manifest.json``. The expert's value function
-then gets its Monte-Carlo correction (:func:`correct_value`). SAC runs are resumable
-(:mod:`prefrl.oracle.training_state`).
+``prefrl oracle train --env ENV|PATH.yaml [--out DIR]`` trains an expert (SAC from ``agents/oracle.yaml``,
+or PPO with the tuned ``agents/ppo.yaml`` settings), keeps policy snapshots, picks the expert and the
+skill levels from them, measures ``R_random`` / ``R_oracle`` and writes what :mod:`prefrl.oracle.loading`
+reads: ``{expert,level*}.pt``, ``value_correction.pt`` and ``manifest.json`` (which records the anchors;
+the env YAML is not touched) in the user folder ``<user root>/<spec name>/``
+(:func:`prefrl.oracle.loading.user_oracle_dir`) or ``--out DIR``, never in the shipped checkpoints
+(``prefrl oracle install`` copies a finished oracle there). The folder is staged and renamed into place
+when complete (:mod:`prefrl.oracle.storage`), so an interrupted run leaves the previous oracle, if any,
+as it was. The expert's value function gets its Monte-Carlo correction (:func:`correct_value`).
+
+Progress goes to this module's logger (``prefrl oracle`` shows it): a line every ~10% of the training
+steps with the mean return of recent episodes (or SB3's progress bar with ``progress_bar=True``), then
+the evaluation, value-correction and value-quality phases. SAC runs are resumable: their training state
+(:mod:`prefrl.oracle.training_state`) lives beside the output folder, ``<out>.training/seed<S>/``
+(:func:`default_state_dir`).
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from prefrl.agents.on_policy import PPOAgent
 from prefrl.config import load_agent_config
-from prefrl.envs import EnvSpec, load_env_spec, make_vec_env, record_normalisation
+from prefrl.envs import EnvSpec, load_env_spec, make_vec_env
 from prefrl.errors import OracleError, TrainingStateError
 from prefrl.evaluation import evaluate_policy
 from prefrl.oracle.loading import (
@@ -40,22 +49,25 @@ from prefrl.oracle.loading import (
     CheckpointInfo,
     Oracle,
     OracleManifest,
-    forget_oracle,
-    load_oracle,
+    env_argument,
+    file_sha256,
+    is_shipped,
     normalise_obs,
-    oracle_dir,
     read_manifest,
+    resolve_oracle_dir,
+    user_oracle_dir,
 )
 from prefrl.oracle.quality import value_quality
+from prefrl.oracle.storage import copy_oracle_files, refuse_package_tree, seal_oracle, staged_oracle_dir
 from prefrl.oracle.training_state import META, SaveTrainingState, load_training_state, read_meta
 from prefrl.oracle.value_correction import ValueCorrection, fit_value_correction
-from prefrl.spec_utils import PROJECT_ROOT, check_keys, deep_update, load_yaml
+from prefrl.spec_utils import check_keys, deep_update, load_yaml, shipped_spec_dir
 
 __all__ = ["correct_value", "default_state_dir", "load_oracle_config", "train_oracle"]
 
 logger = logging.getLogger(__name__)
 
-ORACLE_CONFIG = PROJECT_ROOT / "agents" / "oracle.yaml"
+ORACLE_CONFIG = shipped_spec_dir("agents") / "oracle.yaml"
 ORACLE_KEYS = (
     "algo",
     "total_steps",
@@ -91,6 +103,10 @@ SCREEN_EPISODES = 5
 
 #: env steps between saves of a SAC run's resumable training state
 SAVE_STATE_EVERY = 50_000
+
+
+#: progress lines per training run (without a progress bar)
+PROGRESS_LINES = 10
 
 
 def load_oracle_config(env_name: str, path: Path = ORACLE_CONFIG) -> dict[str, Any]:
@@ -201,9 +217,33 @@ def _stop_at_return(spec: EnvSpec, stop_return: float, seed: int) -> EvalCallbac
     )
 
 
-def default_state_dir(env: str, seed: int) -> Path:
-    """Where a SAC oracle run keeps its resumable training state (model, replay buffer, snapshots)."""
-    return PROJECT_ROOT / "runs" / "oracle_training" / f"{env}-seed{seed}"
+def default_state_dir(out: Path, seed: int) -> Path:
+    """Where a SAC oracle run writing to ``out`` keeps its resumable training state (model, replay buffer,
+    snapshots): ``<out>.training/seed<S>/``, beside the oracle folder (which is replaced as a whole)."""
+    out = Path(out)
+    return out.with_name(out.name + ".training") / f"seed{seed}"
+
+
+class _LogProgress(BaseCallback):
+    """Logs ``oracle ENV: 30000/100000 steps, mean return -812.3`` every ``total / PROGRESS_LINES`` steps."""
+
+    def __init__(self, env_name: str, total: int):
+        super().__init__()
+        self.env_name, self.total = env_name, int(total)
+        self.every = max(self.total // PROGRESS_LINES, 1)
+        self.next_at = 0
+
+    def _on_training_start(self) -> None:
+        # a resumed run starts past 0: the next line is due at the next multiple of `every`
+        self.next_at = (self.num_timesteps // self.every + 1) * self.every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.next_at:
+            episodes = [info["r"] for info in self.model.ep_info_buffer or []]
+            recent = f"mean return {np.mean(episodes):.1f}" if episodes else "no episode finished yet"
+            logger.info(f"oracle {self.env_name}: {self.num_timesteps}/{self.total} steps, {recent}")
+            self.next_at = (self.num_timesteps // self.every + 1) * self.every
+        return True
 
 
 class _SnapshottingPPO(PPOAgent):
@@ -212,13 +252,18 @@ class _SnapshottingPPO(PPOAgent):
     name = "ppo"
 
     def __init__(
-        self, spec: EnvSpec, config: dict[str, Any], snapshots: _SnapshotCallback, seed: int
+        self,
+        spec: EnvSpec,
+        config: dict[str, Any],
+        snapshots: _SnapshotCallback,
+        seed: int,
+        progress: list[BaseCallback],
     ) -> None:
-        self.snapshots = snapshots
+        self.snapshots, self.progress = snapshots, progress
         super().__init__(spec, config, None, seed)
 
     def extra_callbacks(self) -> list[BaseCallback]:
-        return [self.snapshots]
+        return [self.snapshots, *self.progress]
 
 
 def _train(
@@ -231,16 +276,20 @@ def _train(
     max_minutes: float | None = None,
     state_dir: Path | None = None,
     resume: bool = False,
+    progress_bar: bool = False,
 ) -> tuple[BaseAlgorithm, list[Snapshot], float]:
     """Train with SB3; SAC from ``agents/oracle.yaml``, PPO with the tuned ``agents/ppo.yaml`` settings.
 
     SAC runs save their state to ``state_dir`` every ``SAVE_STATE_EVERY`` steps and when they end, and
-    ``resume`` continues from it. Returns the model, the policy snapshots and the wall time of all sessions.
+    ``resume`` continues from it. Progress: SB3's bar with ``progress_bar``, else a log line every ~10%.
+    Returns the model, the policy snapshots and the wall time of all sessions.
     """
     snapshots = _SnapshotCallback(every=max(steps // 40, 1))
+    progress: list[BaseCallback] = [] if progress_bar else [_LogProgress(spec.name, steps)]
     start = time.time()
     if algo == "sac":
-        state_dir = Path(state_dir) if state_dir else default_state_dir(spec.name, seed)
+        assert state_dir is not None
+        state_dir = Path(state_dir)
         identity = {"env": spec.name, "seed": seed, "algo": algo}
         venv = make_vec_env(spec, n_envs=1, seed=seed)
         earlier_wall = 0.0
@@ -268,17 +317,22 @@ def _train(
             meta=lambda: {**identity, "wall_s": earlier_wall + time.time() - start},
             extra=lambda: [asdict(snapshot) for snapshot in snapshots.snapshots],
         )
-        callbacks: list[BaseCallback] = [snapshots, saver]
+        callbacks: list[BaseCallback] = [snapshots, saver, *progress]
         if stop_return is not None:
             callbacks.append(_stop_at_return(spec, stop_return, seed))
         if max_minutes is not None:
             callbacks.append(_StopAtWallTime(60.0 * max_minutes))
         try:
             remaining = max(steps - model.num_timesteps, 0)
-            model.learn(remaining, callback=callbacks, progress_bar=False, reset_num_timesteps=not resume)
+            model.learn(
+                remaining, callback=callbacks, progress_bar=progress_bar, reset_num_timesteps=not resume
+            )
         except KeyboardInterrupt:
             # hours of SAC training are not thrown away: Ctrl-C ends training like max_minutes does
-            logger.info(f"interrupted at step {model.num_timesteps}: saving the policies reached")
+            logger.info(
+                f"oracle {spec.name}: interrupted at step {model.num_timesteps}: keeping the policies "
+                "reached (press Ctrl-C again to stop without writing an oracle)"
+            )
         saver.save()
         return model, snapshots.snapshots, earlier_wall + time.time() - start
     if resume:
@@ -287,7 +341,8 @@ def _train(
         raise OracleError("stop_return and max_minutes are supported for SAC oracles only")
 
     ppo_config = load_agent_config("ppo", spec.name, {"ppo": config.get("ppo", {})})
-    agent = _SnapshottingPPO(spec, ppo_config, snapshots, seed)
+    agent = _SnapshottingPPO(spec, ppo_config, snapshots, seed, progress)
+    agent.progress_bar = progress_bar
     agent.learn(steps, 0, callback=None)
     return agent.model, snapshots.snapshots, time.time() - start
 
@@ -314,20 +369,20 @@ def _pick_levels(returns: list[float], r_random: float, r_expert: float, n_level
 
 
 def train_oracle(
-    env: str,
+    env: str | Path | EnvSpec,
     steps: int | None = None,
     seed: int = 0,
     algo: str | None = None,
     out: Path | None = None,
     n_levels: int = 5,
     eval_episodes: int = 20,
-    update_spec: bool = True,
     verbose: bool = True,
     stop_return: float | None = None,
     max_minutes: float | None = None,
     resume: bool = False,
     state_dir: Path | None = None,
     value_correction: dict[str, Any] | None = None,
+    progress_bar: bool = False,
 ) -> Path:
     """Train an expert on the true reward, save it with skill-level checkpoints, record R_random/R_oracle.
 
@@ -339,7 +394,12 @@ def train_oracle(
     ``steps`` in total, so an interrupted or capped run is not started over. The expert's value function
     then gets its Monte-Carlo correction (:func:`correct_value`; settings: the config's ``value_correction``,
     updated by the ``value_correction`` argument; ``value_correction: false`` in the config skips it).
-    Returns the folder.
+
+    :param env: an env spec name, a path to a spec YAML, or an :class:`EnvSpec`.
+    :param out: the oracle folder (default: the user folder, :func:`prefrl.oracle.loading.user_oracle_dir`);
+        it is replaced as a whole once the new oracle is complete. The shipped checkpoints are refused.
+    :param progress_bar: SB3's progress bar instead of a log line every ~10% of the steps.
+    :returns: the folder. ``R_random`` / ``R_oracle`` are in its manifest; the env YAML is not changed.
     """
     th.set_num_threads(1)
     spec = load_env_spec(env)
@@ -351,12 +411,57 @@ def train_oracle(
     if stop_return is None and algo == "sac":
         stop_return = config.get("stop_return")
     hyper = dict(config.get(algo, {}))
-    out = Path(out) if out else oracle_dir(spec)
-    out.mkdir(parents=True, exist_ok=True)
-
-    model, snapshots, wall = _train(
-        spec, algo, config, steps, seed, stop_return, max_minutes, state_dir=state_dir, resume=resume
+    out = Path(out) if out else user_oracle_dir(spec)
+    refuse_package_tree(out, spec)
+    state_dir = Path(state_dir) if state_dir else default_state_dir(out, seed)
+    if algo == "sac":
+        refuse_package_tree(state_dir, spec)
+    logger.info(
+        f"oracle {spec.name}: training {algo} for {steps} steps -> {out}"
+        + (f" (training state: {state_dir})" if algo == "sac" else "")
     )
+    try:
+        model, snapshots, wall = _train(
+            spec, algo, config, steps, seed, stop_return, max_minutes, state_dir, resume, progress_bar
+        )
+        with staged_oracle_dir(out) as staged:
+            manifest = _save_oracle(
+                spec, algo, config, hyper, model, snapshots, wall, staged, steps, seed, n_levels,
+                eval_episodes, stop_return, max_minutes, resume, value_correction,
+            )  # fmt: skip
+    except KeyboardInterrupt:
+        kept = f"; resume from its training state with --resume ({state_dir})" if algo == "sac" else ""
+        logger.info(f"oracle {spec.name}: interrupted: {out} left as it was{kept}")
+        raise
+    if verbose:
+        logger.info(
+            f"{spec.name}: oracle {algo} {manifest.oracle_return:.1f} +- {manifest.oracle_return_std:.1f}, "
+            f"random {manifest.random_return:.1f}, levels "
+            f"{[round(level.mean_return, 1) for level in manifest.levels]}, V quality "
+            f"{manifest.value_quality}, {wall:.0f}s -> {out}"
+        )
+    return out
+
+
+def _save_oracle(
+    spec: EnvSpec,
+    algo: str,
+    config: dict[str, Any],
+    hyper: dict[str, Any],
+    model: BaseAlgorithm,
+    snapshots: list[Snapshot],
+    wall: float,
+    out: Path,
+    steps: int,
+    seed: int,
+    n_levels: int,
+    eval_episodes: int,
+    stop_return: float | None,
+    max_minutes: float | None,
+    resume: bool,
+    value_correction: dict[str, Any] | None,
+) -> OracleManifest:
+    """Pick and measure the expert and the skill levels, write them, fit the correction, seal ``out``."""
 
     def evaluate_snapshot(snapshot: Snapshot, episodes: int) -> tuple[float, float]:
         model.policy.load_state_dict(snapshot.state)
@@ -371,6 +476,11 @@ def train_oracle(
     final = _snapshot(model, model.num_timesteps)
     if not snapshots or snapshots[-1].step != final.step:
         snapshots.append(final)  # a run stopped early ends between snapshots; its last policy is a level too
+    screen_episodes = min(eval_episodes, SCREEN_EPISODES)
+    logger.info(
+        f"oracle {spec.name}: measuring the random policy and the expert ({eval_episodes} episodes each) "
+        f"and screening {len(snapshots)} snapshots ({screen_episodes} episodes each)"
+    )
     rng = np.random.default_rng(seed)
     low, high = spec.action_space.low, spec.action_space.high
     r_random, r_random_std = evaluate_policy(
@@ -379,7 +489,6 @@ def train_oracle(
         n_episodes=eval_episodes,
         seed=seed + 20_000,
     )
-    screen_episodes = min(eval_episodes, SCREEN_EPISODES)
     quick = [evaluate_snapshot(snapshot, screen_episodes)[0] for snapshot in snapshots]
     r_expert, r_expert_std = evaluate_snapshot(final, eval_episodes)
     expert_snapshot = final
@@ -412,7 +521,7 @@ def train_oracle(
         gamma=float(model.gamma),
         seed=seed,
         train_steps=int(model.num_timesteps),
-        command=f"prefrl oracle train --env {spec.name} --steps {steps} --seed {seed} --algo {algo}"
+        command=f"prefrl oracle train --env {env_argument(spec)} --steps {steps} --seed {seed} --algo {algo}"
         + (f" --stop-return {stop_return:g}" if stop_return is not None else "")
         + (f" --max-minutes {max_minutes:g}" if max_minutes is not None else "")
         + (" --resume" if resume else ""),
@@ -424,62 +533,89 @@ def train_oracle(
         expert=expert,
         levels=levels,
         train_wall_s=wall,
+        gym_id=spec.gym_id,
+        env_kwargs=dict(spec.kwargs),
+        horizon=spec.horizon,
     )
-    manifest.save(out)
     if config.get("value_correction") is not False:
-        manifest = correct_value(spec, out, verbose=False, **(value_correction or {}))
+        settings = {**(config.get("value_correction") or {}), **(value_correction or {})}
+        manifest = _fit_correction(spec, out, manifest, settings)
     else:
-        (out / CORRECTION_FILE).unlink(missing_ok=True)
-        forget_oracle(out)
-        manifest.value_quality = value_quality(load_oracle(spec, out))
-        manifest.save(out)
-    if update_spec:
-        record_normalisation(spec, r_random, r_expert)
-    if verbose:
-        logger.info(
-            f"{spec.name}: oracle {algo} {r_expert:.1f} +- {r_expert_std:.1f}, random {r_random:.1f}, "
-            f"levels {[round(level.mean_return, 1) for level in levels]}, V quality "
-            f"{manifest.value_quality}, {wall:.0f}s -> {out}"
-        )
-    return out
+        logger.info(f"oracle {spec.name}: measuring the value quality (no value correction configured)")
+        manifest.value_quality = value_quality(Oracle(spec, manifest, out))
+    return seal_oracle(out, manifest)
+
+
+def _fit_correction(
+    spec: EnvSpec, directory: Path, manifest: OracleManifest, settings: dict[str, Any]
+) -> OracleManifest:
+    """Fit the value correction of the expert in ``directory`` (a staged folder), write it if accepted
+    and measure the value quality; returns the manifest recording both (not yet sealed)."""
+    check_keys(settings, CORRECTION_KEYS, "value correction settings")
+    (directory / CORRECTION_FILE).unlink(missing_ok=True)
+    # the fit starts from the plain critic
+    manifest = replace(manifest, value_correction=None, value_quality=None, files={}, complete=False)
+    oracle = Oracle(spec, manifest, directory)
+    logger.info(f"oracle {spec.name}: fitting the value correction of its expert")
+    correction, report = fit_value_correction(oracle, **settings)
+    # every argument the fit ran with (defaults included, so a later change of a default does not make
+    # the record wrong): what reproduces this fit; and the expert it belongs to
+    manifest.value_correction = {
+        **report.to_dict(),
+        "settings": {**CORRECTION_DEFAULTS, **settings},
+        "expert_sha256": file_sha256(directory / manifest.expert.file),
+    }
+    if report.accepted:
+        save_value_correction(directory, correction)
+    verdict = "accepted" if report.accepted else "rejected (no gain over the plain critic)"
+    before, after = report.validation_spearman_critic, report.validation_spearman_corrected
+    logger.info(
+        f"oracle {spec.name}: value correction {verdict}; validation Spearman {before:.3f} -> {after:.3f}; "
+        "measuring the value quality"
+    )
+    manifest.value_quality = value_quality(Oracle(spec, manifest, directory))
+    return manifest
 
 
 def correct_value(
-    env: str | EnvSpec, directory: Path | None = None, verbose: bool = True, **fit_kwargs: Any
+    env: str | Path | EnvSpec,
+    directory: Path | None = None,
+    out: Path | None = None,
+    verbose: bool = True,
+    **fit_kwargs: Any,
 ) -> OracleManifest:
     """Fit the Monte-Carlo value correction of an oracle and record it with its effect on ``value_quality``.
 
     The fit's settings are the env's ``value_correction`` in agents/oracle.yaml, updated by ``fit_kwargs``
     (arguments of :func:`prefrl.oracle.value_correction.fit_value_correction`: episodes, steps, ...).
-    An accepted correction is written to ``value_correction.pt``; a rejected one removes any old file, so
-    ``V*`` is then the plain critic. The manifest records the fit report and the re-measured
-    ``value_quality`` (held-out states never used by the fit). Returns the updated manifest.
+    An accepted correction is written to ``value_correction.pt`` with the sha256 of the expert it was fitted
+    to; a rejected one leaves none, so ``V*`` is then the plain critic. The manifest records the fit report
+    and the re-measured ``value_quality`` (held-out states never used by the fit).
+
+    :param directory: the oracle to correct (default: the one :func:`~prefrl.oracle.loading.load_oracle`
+        uses, user folder before shipped). Its old value correction may be missing or damaged.
+    :param out: where the corrected oracle goes (default: ``directory`` itself when given and not shipped,
+        else the user folder); written as a whole, staged and renamed into place. Never the shipped tree.
+    :returns: the new (sealed) manifest.
     """
-    spec = load_env_spec(env) if isinstance(env, str) else env
-    directory = Path(directory) if directory else oracle_dir(spec)
-    forget_oracle(directory)
-    manifest = read_manifest(spec, directory)
-    # the fit starts from the plain critic, so a missing or damaged old correction does not stop it
-    oracle = Oracle(spec, replace(manifest, value_correction=None), directory)
+    spec = load_env_spec(env)
+    source = resolve_oracle_dir(spec, Path(directory) if directory else None)[0]
+    if out is not None:
+        target = Path(out)
+    elif directory is not None and not is_shipped(source):
+        target = source
+    else:
+        target = user_oracle_dir(spec)
+    refuse_package_tree(target, spec)
+    # the old correction is replaced, so only the expert and the levels must be intact
+    manifest = read_manifest(spec, source, skip=(CORRECTION_FILE,))
     settings = load_oracle_config(spec.name).get("value_correction") or {}
     settings = {**settings, **fit_kwargs}
     check_keys(settings, CORRECTION_KEYS, "value correction settings")
-    correction, report = fit_value_correction(oracle, **settings)
-    # every argument the fit ran with (defaults included, so a later change of a default does not make
-    # the record wrong): what reproduces this fit
-    manifest.value_correction = {**report.to_dict(), "settings": {**CORRECTION_DEFAULTS, **settings}}
-    (directory / CORRECTION_FILE).unlink(missing_ok=True)
-    if report.accepted:
-        save_value_correction(directory, correction)
-    manifest.save(directory)  # file and manifest agree even if the quality check below is cut short
-    manifest.value_quality = value_quality(Oracle(spec, manifest, directory))
-    manifest.save(directory)
-    forget_oracle(directory)
+    logger.info(f"{spec.name}: correcting the value function of the oracle in {source} -> {target}")
+    with staged_oracle_dir(target) as staged:
+        copy_oracle_files(manifest, source, staged, correction=False)
+        manifest = seal_oracle(staged, _fit_correction(spec, staged, manifest, settings))
     if verbose:
-        verdict = "accepted" if report.accepted else "rejected (no gain over the plain critic)"
-        before, after = report.validation_spearman_critic, report.validation_spearman_corrected
-        logger.info(
-            f"{spec.name}: value correction {verdict}; validation Spearman {before:.3f} -> {after:.3f}; "
-            f"held-out value quality {manifest.value_quality}"
-        )
+        logger.info(f"{spec.name}: held-out value quality {manifest.value_quality} -> {target}")
     return manifest

@@ -5,8 +5,13 @@ Hours of SAC training on a CPU should survive a cut-off session. A state folder 
 * ``model.zip``: SB3's own save (weights, optimisers, entropy coefficient, step counter);
 * ``replay.npz``: only the filled part of the replay buffer (a 1M-transition buffer is mostly empty early
   on, and SB3's pickle would store all of it);
-* ``extra.pt``: whatever the caller keeps beside (e.g. policy snapshots);
+* ``extra.pt``: what the caller keeps beside (e.g. policy snapshots): tensors, numbers, strings and
+  containers of them, read with ``weights_only=True``;
 * ``meta.json``: the run's identity and the wall time spent so far.
+
+``prefrl oracle train`` keeps this state beside its output folder, ``<out>.training/seed<S>/`` (in the
+user oracle folder by default, never in the package). ``model.zip`` is SB3's own format, which unpickles
+some entries: resume only states you wrote yourself.
 
 All files are written under temporary names before any is renamed into place, so a save that fails or is
 killed while writing leaves the previous state intact.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -99,8 +105,9 @@ def load_training_state(
         model = algo.load(folder / "model.zip", env=env, device="cpu")
         with np.load(folder / "replay.npz") as data:
             arrays = {name: data[name] for name in (*BUFFER_FIELDS, "pos", "full")}
-        extra = th.load(folder / "extra.pt", weights_only=False)
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        # plain containers of tensors and numbers: no pickle needed
+        extra = th.load(folder / "extra.pt", weights_only=True)
+    except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError) as err:
         raise TrainingStateError(f"corrupted training state in {folder}: {err}") from err
     buffer = model.replay_buffer
     n = len(arrays["observations"])

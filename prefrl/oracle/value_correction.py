@@ -20,11 +20,15 @@ Shifting ``Q`` by the same ``delta(s)`` leaves the critic's advantages ``Q - V``
 the weights with the best Spearman correlation on separate validation rollouts are kept, and the
 correction is only accepted when that beats the plain critic by ``min_gain``. Training, validation and
 the held-out states of ``value_quality`` come from disjoint reset seeds.
+
+The fit logs its progress (this module's logger, INFO): the rollouts, then every ~10% of the steps the
+best validation Spearman so far against the plain critic's.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +41,8 @@ from prefrl.oracle.returns import expert_states_and_returns, weaker_policies
 
 if TYPE_CHECKING:
     from prefrl.oracle.loading import Oracle
+
+logger = logging.getLogger(__name__)
 
 #: reset seeds of the correction's training and validation rollouts (value_quality holds out 12_345 + i)
 TRAIN_SEED = 2_000_000
@@ -161,6 +167,11 @@ def fit_value_correction(
         ]  # fmt: skip
         return np.concatenate([x for x, _ in parts]), np.concatenate([g for _, g in parts])
 
+    name = oracle.spec.name
+    logger.info(
+        f"oracle {name}: value correction: rolling out {episodes} training and {validation_episodes} "
+        "validation episodes"
+    )
     x_train, g_train = rollouts(episodes, TRAIN_SEED)
     x_val, g_val = rollouts(validation_episodes, VALIDATION_SEED)
     v_train = oracle.value(x_train, corrected=False)
@@ -184,6 +195,8 @@ def fit_value_correction(
     schedule = th.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     generator = th.Generator().manual_seed(seed)
     temperature = rank_temperature * float(correction.scale)
+    report_every = max(steps // 10, 1)
+    logger.info(f"oracle {name}: value correction: fitting on {len(x_train)} states, {steps} steps")
     for step in range(1, steps + 1):
         batch = th.randint(0, len(inputs), (batch_size,), generator=generator)
         values = critic_values[batch] + correction(inputs[batch])
@@ -199,6 +212,11 @@ def fit_value_correction(
             score = validation_spearman()
             if score > best_score:
                 best_score, best_step, best_state = score, step, copy.deepcopy(correction.state_dict())
+        if step % report_every == 0:
+            logger.info(
+                f"oracle {name}: value correction: step {step}/{steps}, best validation Spearman "
+                f"{best_score:.3f} (plain critic {critic_score:.3f})"
+            )
     correction.load_state_dict(best_state)
     correction.eval()
     report = CorrectionReport(

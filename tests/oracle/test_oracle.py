@@ -103,7 +103,7 @@ def test_missing_and_corrupted_checkpoints_say_how_to_train(tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(oracle_dir(spec), broken)
     (broken / "expert.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(OracleError, match=r"corrupted.*prefrl oracle train"):
+    with pytest.raises(OracleError, match=r"damaged: expert.pt differs.*prefrl oracle train --env pendulum"):
         load_oracle(spec, directory=broken)
     bad_manifest = tmp_path / "bad_manifest"
     shutil.copytree(oracle_dir(spec), bad_manifest)
@@ -142,7 +142,7 @@ def test_ppo_oracle_round_trip_keeps_normalisation(tmp_path):
     from prefrl.oracle.loading import NORM_PREFIX
     from prefrl.oracle.training import train_oracle
 
-    out = train_oracle("reacher", steps=1024, seed=0, out=tmp_path / "reacher", update_spec=False,
+    out = train_oracle("reacher", steps=1024, seed=0, out=tmp_path / "reacher",
                        eval_episodes=2, verbose=False, value_correction=TINY_CORRECTION)  # fmt: skip
     state = th.load(out / "expert.pt", weights_only=True)
     assert {NORM_PREFIX + "obs_mean", NORM_PREFIX + "obs_var", NORM_PREFIX + "reward_scale"} <= set(state)
@@ -181,7 +181,7 @@ def test_sac_oracle_stops_early(tmp_path, monkeypatch, stop, expect_steps):
 
         monkeypatch.setattr(oracle_module._SnapshotCallback, "_on_step", on_step)
     out = oracle_module.train_oracle(
-        "pendulum", steps=1200, out=tmp_path / "pendulum", update_spec=False, eval_episodes=2, verbose=False,
+        "pendulum", steps=1200, out=tmp_path / "pendulum", eval_episodes=2, verbose=False,
         state_dir=tmp_path / "state", value_correction=TINY_CORRECTION, **stop,
     )  # fmt: skip
     manifest = json.loads((out / "manifest.json").read_text())
@@ -200,7 +200,7 @@ def test_early_stop_is_sac_only(tmp_path):
     from prefrl.oracle.training import train_oracle
 
     with pytest.raises(OracleError, match="SAC oracles only"):
-        train_oracle("reacher", steps=64, algo="ppo", out=tmp_path, update_spec=False, stop_return=0.0)
+        train_oracle("reacher", steps=64, algo="ppo", out=tmp_path, stop_return=0.0)
 
 
 @pytest.mark.slow  # ~8 s: an interrupted SAC oracle training, resumed, then restarted
@@ -216,7 +216,7 @@ def test_interrupted_sac_oracle_resumes(tmp_path, monkeypatch):
         return record(self)
 
     monkeypatch.setattr(oracle_module._SnapshotCallback, "_on_step", interrupt_at_330)
-    common = dict(steps=1200, update_spec=False, eval_episodes=2, verbose=False, state_dir=tmp_path / "state",
+    common = dict(steps=1200, eval_episodes=2, verbose=False, state_dir=tmp_path / "state",
                   value_correction=TINY_CORRECTION)  # fmt: skip
     oracle_module.train_oracle("pendulum", out=tmp_path / "first", **common)
     first_wall = json.loads((tmp_path / "state" / "meta.json").read_text())["wall_s"]
@@ -249,6 +249,6 @@ def test_resume_errors_are_clear(tmp_path):
     from prefrl.oracle.training import train_oracle
 
     with pytest.raises(TrainingStateError, match="nothing to resume"):
-        train_oracle("pendulum", steps=100, out=tmp_path, update_spec=False, resume=True, state_dir=tmp_path)
+        train_oracle("pendulum", steps=100, out=tmp_path, resume=True, state_dir=tmp_path)
     with pytest.raises(OracleError, match="SAC oracles only"):
-        train_oracle("reacher", steps=64, algo="ppo", out=tmp_path, update_spec=False, resume=True)
+        train_oracle("reacher", steps=64, algo="ppo", out=tmp_path, resume=True)

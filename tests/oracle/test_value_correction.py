@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
+from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,10 +14,11 @@ from scipy.stats import spearmanr
 
 from prefrl.envs import load_env_spec, make_env
 from prefrl.errors import OracleError
-from prefrl.oracle import load_oracle, oracle_dir
-from prefrl.oracle.loading import CORRECTION_FILE
+from prefrl.oracle import load_oracle, shipped_oracle_dir
+from prefrl.oracle.loading import CORRECTION_FILE, MANIFEST, file_sha256, forget_oracle, read_manifest
 from prefrl.oracle.returns import discounted_returns, expert_states_and_returns
-from prefrl.oracle.training import correct_value, load_oracle_config
+from prefrl.oracle.storage import copy_oracle_files, seal_oracle
+from prefrl.oracle.training import correct_value, load_oracle_config, save_value_correction
 from prefrl.oracle.value_correction import ValueCorrection, fit_value_correction, pairwise_rank_loss
 
 PENDULUM = load_env_spec("pendulum")
@@ -178,18 +180,24 @@ def test_fit_rejects_bad_settings(bad, message):
 
 @pytest.fixture
 def pendulum_copy(tmp_path):
-    """A private copy of the shipped Pendulum oracle (tests must not rewrite the shipped one)."""
+    """A private copy of the shipped Pendulum oracle without its value correction (tests must not
+    rewrite the shipped one)."""
+    shipped = shipped_oracle_dir(PENDULUM)
     directory = tmp_path / "pendulum"
-    shutil.copytree(oracle_dir(PENDULUM), directory)
-    (directory / CORRECTION_FILE).unlink(missing_ok=True)
-    manifest = json.loads((directory / "manifest.json").read_text())
-    (directory / "manifest.json").write_text(json.dumps({**manifest, "value_correction": None}))
+    directory.mkdir()
+    manifest = read_manifest(PENDULUM, shipped)
+    copy_oracle_files(manifest, shipped, directory, correction=False)
+    seal_oracle(directory, replace(manifest, value_correction=None))
     return directory
 
 
 def test_correct_value_records_and_applies_the_correction(pendulum_copy):
     manifest = correct_value(PENDULUM, pendulum_copy, verbose=False, **TINY, min_gain=-1.0)
     assert manifest.value_correction["accepted"] and manifest.value_correction["settings"]["steps"] == 200
+    # the correction names the expert it belongs to, and the folder is sealed again
+    assert manifest.value_correction["expert_sha256"] == file_sha256(pendulum_copy / "expert.pt")
+    assert manifest.complete
+    assert manifest.files[CORRECTION_FILE] == file_sha256(pendulum_copy / CORRECTION_FILE)
     # the record holds every argument of the fit: Pendulum's config turns the ranking loss on, defaults too
     assert manifest.value_correction["settings"]["rank_weight"] == 1.0
     assert manifest.value_correction["settings"]["mixed_share"] == 0.5
@@ -215,31 +223,62 @@ def test_correct_value_records_and_applies_the_correction(pendulum_copy):
     assert load_oracle(PENDULUM, pendulum_copy).correction is None
 
 
+def _reseal(directory):
+    """Record the current files' hashes as a writer would (so only the checked property is wrong)."""
+    manifest = json.loads((directory / MANIFEST).read_text())
+    manifest["files"] = {name: file_sha256(directory / name) for name in manifest["files"]}
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+    forget_oracle(directory)
+
+
 def test_missing_corrupted_or_foreign_correction_says_how_to_fix(pendulum_copy):
     correct_value(PENDULUM, pendulum_copy, verbose=False, **TINY, min_gain=-1.0)
     path = pendulum_copy / CORRECTION_FILE
 
     def reload():
-        from prefrl.oracle.loading import forget_oracle
-
         forget_oracle(pendulum_copy)
         return load_oracle(PENDULUM, pendulum_copy)
 
     good = path.read_bytes()
+    fix = f"prefrl oracle correct-value --env pendulum --from {pendulum_copy}"
     path.write_bytes(good[: len(good) // 2])
-    with pytest.raises(OracleError, match=r"corrupted.*prefrl oracle correct-value --env pendulum"):
+    with pytest.raises(OracleError, match=rf"damaged: {CORRECTION_FILE} differs.*{fix}"):
         reload()
-    from prefrl.oracle.training import save_value_correction
-
+    _reseal(pendulum_copy)  # the manifest agrees with the truncated file: torch cannot read it
+    with pytest.raises(OracleError, match=rf"corrupted.*{fix}"):
+        reload()
     save_value_correction(pendulum_copy, ValueCorrection(obs_dim=5, hidden=8))
+    _reseal(pendulum_copy)
     with pytest.raises(OracleError, match=r"expects 5-dim observations.*has 3"):
         reload()
     path.unlink()
-    with pytest.raises(OracleError, match=r"is missing.*correct-value"):
+    with pytest.raises(OracleError, match=rf"{CORRECTION_FILE} is missing.*{fix}"):
         reload()
-    # and the fix the errors name works on such a folder
+    # and the fix the errors name works on such a folder, in place
     correct_value(PENDULUM, pendulum_copy, verbose=False, **TINY, min_gain=-1.0)
     assert reload().correction is not None
+
+
+def test_a_correction_fitted_to_another_expert_is_refused(pendulum_copy, tmp_path):
+    """A new expert beside the old value correction (what an interrupted in-place retraining left) is
+    never used: the correction names the expert it was fitted to."""
+    correct_value(PENDULUM, pendulum_copy, verbose=False, **TINY, min_gain=-1.0)
+    # another expert (a skill level's weights would not load as an expert: take a perturbed copy)
+    state = th.load(pendulum_copy / "expert.pt", weights_only=True)
+    state = {k: v + 0.01 if v.is_floating_point() and not k.startswith("normalization.") else v
+             for k, v in state.items()}  # fmt: skip
+    th.save(state, pendulum_copy / "expert.pt")
+    _reseal(pendulum_copy)  # even with every hash in order
+    with pytest.raises(OracleError, match=r"fitted to another expert.*prefrl oracle correct-value"):
+        load_oracle(PENDULUM, pendulum_copy)
+    # a writer cannot seal such a folder either
+    manifest = read_manifest(PENDULUM, pendulum_copy, verify=False)
+    with pytest.raises(OracleError, match="fitted to another expert"):
+        seal_oracle(pendulum_copy, manifest)
+    # refitting makes it whole again
+    correct_value(PENDULUM, pendulum_copy, verbose=False, **TINY, min_gain=-1.0)
+    forget_oracle(pendulum_copy)
+    assert load_oracle(PENDULUM, pendulum_copy).correction is not None
 
 
 def test_config_settings_are_checked(tmp_path):
@@ -266,6 +305,6 @@ def test_cli_passes_only_the_given_settings(monkeypatch):
     assert (
         cli.main(["oracle", "correct-value", "--env", "hopper", "--episodes", "12", "--fit-steps", "99"]) == 0
     )
-    assert calls == [("hopper", {"episodes": 12, "steps": 99})]
-    assert cli.main(["oracle", "correct-value", "--env", "ant", "--rank-weight", "0.5"]) == 0
-    assert calls[-1] == ("ant", {"rank_weight": 0.5})
+    assert calls == [("hopper", {"directory": None, "out": None, "episodes": 12, "steps": 99})]
+    assert cli.main(["oracle", "correct-value", "--env", "ant", "--rank-weight", "0.5", "--out", "x"]) == 0
+    assert calls[-1] == ("ant", {"directory": None, "out": Path("x"), "rank_weight": 0.5})
