@@ -7,8 +7,8 @@ wrapper        effect                                                           
 =============  =====================================================================  ==========  =======
 ``Stochastic`` Bradley-Terry choice ``P(1 > 2) = sigmoid(beta * (S1 - S2))``          score       beta=1
 ``Mistake``    flip each label ``y -> 1 - y`` with probability ``eps`` (ties stay)    any rater   eps=0.1
-``Skip``       drop pairs whose segments' true returns are both below a threshold     any rater   eps=0.1
-``Equal``      label 0.5 when ``|S1 - S2| < eps * |margin|``                          score       eps=0.1
+``Skip``       drop pairs whose true returns are both ``<= eps * margin``             any rater   eps=0.1
+``Equal``      label 0.5 when ``|S1 - S2| < eps * |margin|`` (``S`` without myopia)   score       eps=0.1
 ``Myopic``     weight step ``t`` by ``gamma^(H-1-t)`` (recent steps count more)       step sums   gamma=0.9
 =============  =====================================================================  ==========  =======
 
@@ -20,19 +20,61 @@ the Bradley-Terry label with the ``beta`` of the outermost ``Stochastic`` wrappe
 there is none), then each wrapper post-processes the labels from the inside out (ties, flips, skips).
 Queries are counted by the rater you call (the outermost).
 
+**Order of the irrationalities.** B-Pref's teacher works through a pair in a fixed order: skip on the
+plain (undiscounted) true returns, the equal test on the plain return sums, the myopic re-weighting, the
+rational or Bradley-Terry label on the re-weighted sums, mistakes, and finally the equal pairs overwrite
+their label with a tie. prefrl reproduces that order whatever the nesting order of the wrappers:
+
+* myopic weights enter only the score that decides the label, wherever ``Myopic`` sits in the chain;
+* ``Skip`` looks at the plain true returns ``segments.returns`` and ``Equal`` at the chain's score without
+  myopic weights (:meth:`RaterWrapper.plain_score`), so neither sees the myopic re-weighting;
+* a flip leaves 0.5 unchanged, so a tie survives ``Mistake`` on either side of ``Equal`` (B-Pref: the tie
+  overwrites the flipped label), and ``Skip`` only changes which pairs are answered;
+* the random draws are the base rater's Bradley-Terry draws, then one uniform per pair for each
+  ``Mistake``, so one generator gives the same labels for every ordering of the wrappers.
+
 **Margin.** B-Pref sets ``margin`` = mean true return of an episode scaled to the segment length, i.e.
 the mean true return per segment; here it is measured on the batch being labelled (the mean of
 ``segments.returns`` over the pool), or fixed with ``margin=``.
 
-**Sign convention for negative rewards.** B-Pref's thresholds assume non-negative rewards (its skip
-threshold is ``eps * margin`` and its code disables skipping when that is not positive; its equal band
+**Sign convention for negative rewards.** B-Pref's thresholds assume a positive margin (its skip
+threshold is ``eps * margin`` and skipping is off when that is not positive; its equal band
 ``|R1 - R2| < eps * margin`` is empty when the margin is negative). Here:
 
-* ``Equal`` uses the band width ``eps * |margin|``, so cost-only envs (Pendulum) get ties too;
-* ``Skip`` uses ``threshold = floor + eps * (margin - floor)`` with ``floor = min(0, lowest segment
-  return in the batch)``. With non-negative returns this is exactly B-Pref's ``eps * margin``; with
-  negative returns the threshold stays between the worst segment and the mean, so ``eps = 0`` skips
-  nothing and ``eps = 1`` skips pairs whose segments are both below average. ``threshold=`` overrides.
+* ``Equal`` uses the band width ``eps * |margin|``, so cost-only envs (Pendulum) get ties too; for a
+  positive margin this is B-Pref's band;
+* ``Skip`` with a positive margin is B-Pref's rule exactly, also when some segment returns are negative
+  (mixed-skill HalfCheetah segments: 13% negative returns, positive mean): threshold ``eps * margin``,
+  and a pair is skipped when both true returns are at or below it;
+* ``Skip`` with a margin ``<= 0`` (a cost-only env, where B-Pref would never skip) uses the floor rule
+  ``threshold = floor + eps * (margin - floor)`` with ``floor = min(0, lowest segment return in the
+  batch)``: the threshold lies between the worst segment and the mean, so ``eps = 1`` skips pairs whose
+  segments are both at or below average. ``threshold=`` fixes the threshold in either case.
+
+**Conventions** (boundary cases, and where they match or differ from B-Pref's labelling code):
+
+* *Exact return ties, deterministic teacher* (``beta = inf``): label 0.5. B-Pref's rational label comes
+  from a strict comparison, so an exact tie goes to the first segment of the pair, an artefact of the
+  query's order; 0.5 keeps ``y(2, 1) = 1 - y(1, 2)`` and is what the equal teacher answers anyway. A tie is
+  decided on the score that makes the decision, so under ``Myopic`` it is a tie of the weighted sums, as in
+  B-Pref. ``Mistake`` leaves it at 0.5 (B-Pref would flip its arbitrary first-segment label).
+* *A return exactly at the skip threshold* counts as low, as in B-Pref (a pair is kept only when the
+  larger of its two returns is strictly above the threshold). Skipping is off when the threshold is not
+  above the floor (0 for a positive margin, as B-Pref's "threshold > 0" test; the floor of the floor rule
+  otherwise): ``eps = 0`` never skips, and a batch whose returns are all 0 is never skipped.
+* *A difference exactly at the equal band* ``|S1 - S2| == eps * |margin|`` is not a tie (strict ``<``, as
+  B-Pref). A band of width 0 (``eps = 0`` or a zero margin) gives no ties.
+* *beta = 0*: a fair coin for a hard label, 0.5 for a soft one (``sigmoid(0)``); ``beta = inf`` is the
+  rational teacher. B-Pref instead uses ``beta <= 0`` as a switch for its rational teacher (default -1).
+  prefrl reads ``beta`` as an inverse temperature everywhere, so labels change continuously from coin flips
+  (``beta -> 0``) to the rational teacher (``beta -> inf``) instead of jumping at 0. Under a finite
+  ``beta`` an exact tie is a fair coin, as in B-Pref.
+* *Mistake probability*: a label flips when a uniform draw ``u`` in ``[0, 1)`` has ``u < eps``, so the flip
+  rate is exactly ``eps`` (B-Pref's ``<=`` differs only on an event of probability zero).
+* *Equal over other raters*: ``S`` is the chain's score without myopic weights, i.e. the base rater's own
+  score (``regret``: the negated regret; ``partial_return`` with ``discount < 1``: its discounted sum;
+  ``partial_return``: the plain return, B-Pref's case). A teacher is indifferent in its own measure of the
+  segments; the band ``eps * |margin|`` is still measured on true returns.
 
 Label convention: B-Pref's label 1 means "segment 2 preferred"; ours is ``y = P(segment 1 preferred)``.
 """
@@ -103,6 +145,19 @@ class RaterWrapper(ScoreRater):
         if not self.score_based:
             raise RaterError(f"{self.name} over {self.inner.name} has no per-segment score")
         return self.inner.score(segments, step_weights)  # type: ignore[attr-defined]
+
+    def plain_score(self, segments: SegmentBatch) -> np.ndarray:
+        """The chain's score without myopic weights, ``[N]``: the base rater's own score.
+
+        B-Pref decides "equally preferable" on these sums, before its myopic re-weighting. The default
+        walks down to the base rater and never applies a wrapper's step weights; a wrapper that changes
+        the score in another way (not myopia) overrides this too.
+        """
+        if not self.score_based:
+            raise RaterError(f"{self.name} over {self.inner.name} has no per-segment score")
+        if isinstance(self.inner, RaterWrapper):
+            return self.inner.plain_score(segments)
+        return self.inner.score(segments)  # type: ignore[attr-defined]
 
     def _label(
         self, segments: SegmentBatch, pairs: np.ndarray, rng: np.random.Generator
@@ -210,11 +265,13 @@ class Mistake(RaterWrapper):
 
 
 class Skip(RaterWrapper):
-    """Drop pairs whose segments both have true return below a threshold (B-Pref "skip").
+    """Drop pairs whose segments both have true return at or below a threshold (B-Pref "skip").
 
-    ``threshold = floor + eps * (margin - floor)``, ``floor = min(0, min segment return)`` (B-Pref's
-    ``eps * margin`` for non-negative returns; see the module docstring for negative rewards).
-    Works over any rater; uses the true returns ``segments.returns``, not the rater's score.
+    With a positive margin this is B-Pref's rule: ``threshold = eps * margin``. With a margin ``<= 0`` the
+    cost-only floor rule ``threshold = floor + eps * (margin - floor)``, ``floor = min(0, min segment
+    return)``. Skipping is off when the threshold is not above the floor (0 for a positive margin), so
+    ``eps = 0`` skips nothing (module docstring: sign convention and conventions). Works over any rater;
+    uses the plain true returns ``segments.returns``, never the rater's (possibly myopic) score.
 
     :param inner: any rater.
     :param eps: in ``[0, 1]`` (B-Pref default 0.1).
@@ -233,13 +290,27 @@ class Skip(RaterWrapper):
         self.threshold = None if threshold is None else float(threshold)
 
     def skip_threshold(self, segments: SegmentBatch) -> float:
-        """The return threshold for this batch of segments."""
+        """The return threshold for this batch: a pair is skipped when both returns are ``<=`` it.
+
+        ``-inf`` when skipping is off (the threshold is not above the floor, e.g. ``eps = 0``).
+        """
         if self.threshold is not None:
             return self.threshold
-        returns = segments.returns
         margin = measured_margin(segments) if self.margin is None else self.margin
-        floor = min(0.0, float(returns.min()))
-        return floor + self.eps * (margin - floor)
+        if margin > 0:
+            # B-Pref's rule, whatever the sign of single returns
+            floor = 0.0
+            threshold = self.eps * margin
+        else:
+            floor = min(0.0, float(segments.returns.min()))
+            threshold = floor + self.eps * (margin - floor)
+        return threshold if threshold > floor else float("-inf")
+
+    def skipped(self, segments: SegmentBatch, pairs: np.ndarray) -> np.ndarray:
+        """``[M]`` bool: the pairs this wrapper drops (both true returns at or below the threshold)."""
+        low = segments.returns <= self.skip_threshold(segments)  # [N], then gathered per pair
+        pairs = np.asarray(pairs)
+        return low[pairs[:, 0]] & low[pairs[:, 1]]
 
     def _postprocess(
         self,
@@ -250,10 +321,7 @@ class Skip(RaterWrapper):
         pairs: np.ndarray,
         rng: np.random.Generator,
     ) -> tuple[np.ndarray, np.ndarray]:
-        threshold = self.skip_threshold(segments)
-        low = segments.returns < threshold  # [N], then gathered per pair
-        skipped = low[pairs[:, 0]] & low[pairs[:, 1]]
-        return labels, answered & ~skipped
+        return labels, answered & ~self.skipped(segments, pairs)
 
     def _params(self) -> str:
         return f"eps={self.eps}, margin={self.margin}, threshold={self.threshold}"
@@ -262,8 +330,10 @@ class Skip(RaterWrapper):
 class Equal(RaterWrapper):
     """Label 0.5 ("equally preferable") when ``|S1 - S2| < eps * |margin|`` (B-Pref "equal").
 
-    ``S`` is the inner rater's score (with myopic weights if the inner chain is myopic; B-Pref uses the
-    undiscounted return, which is the same for ``partial_return``).
+    ``S`` is the chain's score without myopic weights (:meth:`RaterWrapper.plain_score`), wherever
+    ``Myopic`` sits in the chain: B-Pref decides ties on the plain return sums before its myopic
+    re-weighting (for ``partial_return`` ``S`` is exactly that sum). A difference exactly at the band
+    is not a tie.
 
     :param inner: a score-based rater.
     :param eps: in ``[0, 1]`` (B-Pref default 0.1).
@@ -283,6 +353,12 @@ class Equal(RaterWrapper):
         margin = measured_margin(segments) if self.margin is None else self.margin
         return self.eps * abs(margin)
 
+    def ties(self, segments: SegmentBatch, pairs: np.ndarray) -> np.ndarray:
+        """``[M]`` bool: the pairs this wrapper labels 0.5 (plain score difference inside the band)."""
+        scores = self.plain_score(segments)
+        pairs = np.asarray(pairs)
+        return np.abs(scores[pairs[:, 0]] - scores[pairs[:, 1]]) < self.tie_width(segments)
+
     def _postprocess(
         self,
         labels: np.ndarray,
@@ -292,8 +368,8 @@ class Equal(RaterWrapper):
         pairs: np.ndarray,
         rng: np.random.Generator,
     ) -> tuple[np.ndarray, np.ndarray]:
-        assert diff is not None  # requires_score guarantees a score-based chain
-        return np.where(np.abs(diff) < self.tie_width(segments), 0.5, labels), answered
+        # not `diff`: that one carries the myopic weights of the whole chain
+        return np.where(self.ties(segments, pairs), 0.5, labels), answered
 
     def _params(self) -> str:
         return f"eps={self.eps}, margin={self.margin}"
