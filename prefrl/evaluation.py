@@ -40,7 +40,15 @@ class Evaluated(Protocol):
 
     @property
     def num_queries(self) -> int:
-        """Preference queries answered so far."""
+        """Preference queries counted against the budget so far."""
+
+    @property
+    def queries_asked(self) -> int:
+        """Queries put to the rater so far, skipped ones included."""
+
+    @property
+    def queries_answered(self) -> int:
+        """Labels received so far."""
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         """Actions ``[n, act_dim]`` for raw env observations ``[n, obs_dim]``."""
@@ -53,6 +61,8 @@ class Evaluated(Protocol):
 BASE_COLUMNS = (
     "env_steps",
     "queries",
+    "queries_asked",
+    "queries_answered",
     "wall_s",
     "true_return_mean",
     "true_return_std",
@@ -236,6 +246,8 @@ class ProgressHook:
         row: dict[str, float] = {
             "env_steps": int(env_steps),
             "queries": int(agent.num_queries),
+            "queries_asked": int(agent.queries_asked),
+            "queries_answered": int(agent.queries_answered),
             "wall_s": round(time.perf_counter() - self._start, 3),
             "true_return_mean": mean,
             "true_return_std": std,

@@ -194,6 +194,10 @@ class RewardEnsemble(nn.Module):
         # velocity^2 reach ~64 while cos/sin stay in [-1, 1])
         self.register_buffer("input_mean", torch.zeros(input_dim))
         self.register_buffer("input_std", torch.ones(input_dim))
+        # per-member output normalisation (Christiano et al.: each predictor is normalised on its own
+        # before the average, so a member with a larger output scale does not dominate the reward)
+        self.register_buffer("member_mean", torch.zeros(num_members))
+        self.register_buffer("member_std", torch.ones(num_members))
         self._version = 0
 
     @property
@@ -239,6 +243,8 @@ class RewardEnsemble(nn.Module):
         """
         mean = self.input_mean.numpy().astype(np.float64)
         std = self.input_std.numpy().astype(np.float64)
+        member_mean = self.member_mean.numpy().astype(np.float64)[:, None]
+        member_std = self.member_std.numpy().astype(np.float64)[:, None]
         layers = []
         for layer in self.net.layers:
             if isinstance(layer, EnsembleLinear):
@@ -250,7 +256,7 @@ class RewardEnsemble(nn.Module):
             x = np.clip((np.asarray(features, dtype=np.float64) - mean) / std, -10.0, 10.0)[None]
             for item in layers:
                 x = item(x) if callable(item) else np.matmul(x, item[0]) + item[1]
-            return x[..., 0].mean(axis=0)
+            return ((x[..., 0] - member_mean) / member_std).mean(axis=0)
 
         return predict
 
@@ -259,6 +265,14 @@ class RewardEnsemble(nn.Module):
         flat = np.asarray(features, dtype=np.float64).reshape(-1, features.shape[-1])
         self.input_mean.copy_(torch.as_tensor(flat.mean(axis=0), dtype=torch.float32))
         self.input_std.copy_(torch.as_tensor(np.maximum(flat.std(axis=0), 1e-6), dtype=torch.float32))
+        self.mark_updated()
+
+    @torch.no_grad()
+    def set_member_normalization(self, features: np.ndarray) -> None:
+        """Set each member's output mean/std from its per-step rewards on features ``[..., D]``."""
+        rewards = self.predict_steps(features).reshape(self.num_members, -1).astype(np.float64)
+        self.member_mean.copy_(torch.as_tensor(rewards.mean(axis=1), dtype=torch.float32))
+        self.member_std.copy_(torch.as_tensor(np.maximum(rewards.std(axis=1), 1e-6), dtype=torch.float32))
         self.mark_updated()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -278,8 +292,14 @@ class RewardEnsemble(nn.Module):
 
     @torch.no_grad()
     def predict_mean(self, features: np.ndarray) -> np.ndarray:
-        """Ensemble-mean per-step reward, ``[..., D] -> [...]``."""
-        return self(torch.as_tensor(features, dtype=torch.float32)).mean(0).numpy()
+        """The reward: the mean over members of their normalised per-step rewards, ``[..., D] -> [...]``.
+
+        ``mean_k (r_k - mu_k) / sigma_k``, with each member's mean and std on the labelled data
+        (:meth:`set_member_normalization`, refreshed after every fit).
+        """
+        rewards = self(torch.as_tensor(features, dtype=torch.float32))
+        shape = (-1,) + (1,) * (rewards.dim() - 1)
+        return ((rewards - self.member_mean.view(shape)) / self.member_std.view(shape)).mean(0).numpy()
 
     def segment_returns(self, segments: SegmentBatch) -> tuple[np.ndarray, np.ndarray]:
         """Predicted segment returns ``sum_t r_k(s_t, ...)``: mean and std across members, each ``[N]``."""
@@ -486,7 +506,7 @@ class RewardModelTrainer:
                 self.optimizer.step()
                 losses.append(loss.item() / self.ensemble.num_members)
         self.ensemble.eval()
-        self.ensemble.mark_updated()
+        self.ensemble.set_member_normalization(self._features)
         self.last_loss = float(np.mean(losses))
         self.fit_time_s += time.perf_counter() - start
         self.num_fits += 1

@@ -151,6 +151,36 @@ def test_numpy_predictor_matches_torch_and_tracks_updates(activation: str) -> No
     np.testing.assert_allclose(ensemble.numpy_predictor()(x), ensemble.predict_mean(x), rtol=1e-4, atol=1e-6)
 
 
+def test_members_are_normalised_before_averaging() -> None:
+    ensemble = make_ensemble(seed=0)
+    x = np.random.default_rng(0).normal(size=(200, OBS_DIM))
+    with torch.no_grad():  # member 0 on a 100x larger output scale
+        ensemble.net.layers[-1].weight[0] *= 100.0
+        ensemble.net.layers[-1].bias[0] += 50.0
+    ensemble.set_member_normalization(x)
+    raw = ensemble.predict_steps(x).astype(np.float64)  # [K, 200]
+    z = (raw - raw.mean(axis=1, keepdims=True)) / raw.std(axis=1, keepdims=True)
+    np.testing.assert_allclose(ensemble.predict_mean(x), z.mean(axis=0), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(ensemble.numpy_predictor()(x), z.mean(axis=0), rtol=1e-3, atol=1e-4)
+    # a member's output scale does not change the reward: rescale member 0 again, renormalise
+    reward = ensemble.predict_mean(x)
+    with torch.no_grad():
+        ensemble.net.layers[-1].weight[0] *= 7.0
+        ensemble.net.layers[-1].bias[0] *= 7.0
+    ensemble.set_member_normalization(x)
+    np.testing.assert_allclose(ensemble.predict_mean(x), reward, rtol=1e-3, atol=1e-4)
+
+
+def test_fit_refreshes_the_member_normalisation() -> None:
+    ensemble = make_ensemble(seed=0)
+    trainer = RewardModelTrainer(ensemble, epochs=2)
+    trainer.add(labelled(20, 40, seed=0))
+    trainer.fit()
+    steps = ensemble.predict_steps(trainer._features).reshape(3, -1)
+    np.testing.assert_allclose(ensemble.member_mean.numpy(), steps.mean(axis=1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ensemble.member_std.numpy(), steps.std(axis=1), rtol=1e-4, atol=1e-5)
+
+
 def test_segment_returns_and_preference_probabilities() -> None:
     ensemble = make_ensemble()
     segments = synthetic_segments(6, np.random.default_rng(1))

@@ -152,7 +152,17 @@ class Agent(ABC):
 
     @property
     def num_queries(self) -> int:
-        """Preference queries answered so far (the rater's count; 0 without a rater)."""
+        """Preference queries counted against the budget (default: answered, the rater's count)."""
+        return self.queries_answered
+
+    @property
+    def queries_asked(self) -> int:
+        """Queries put to the rater so far, skipped ones included (0 without a rater)."""
+        return 0 if self.rater is None else int(self.rater.num_asked)
+
+    @property
+    def queries_answered(self) -> int:
+        """Labels the rater gave so far (0 without a rater)."""
         return 0 if self.rater is None else int(self.rater.num_queries)
 
     def metrics(self) -> dict[str, float]:

@@ -10,11 +10,15 @@ model sees.
 
 Where prefrl follows HERON (public code, abukharin3/HERON) and where it differs:
 
-* **Pairs of single states** (``heron.pairing: state``, default), as in HERON's code: each rollout's
-  steps are shuffled into minibatches of ``heron.pair_batch_size`` states (HERON: PPO's minibatch, 64),
-  and each state is paired with one other random state of its minibatch. The rater's margin
-  ``std(z_l)`` is taken over that minibatch, as in HERON's PPO code. ``heron.pairing: segment`` compares
-  segments of ``H`` steps instead (uniform / disagreement selection of rm_ppo).
+* **Segment pairs under the run's query budget** (``heron.pairing: segment``, default): the hierarchical
+  rater compares segments of ``H`` steps, asked through rm_ppo's query loop (schedule, unique pairs,
+  selection, the asked / answered counters), so heron and rm_ppo spend the same ``--queries``.
+* **HERON's code mode** (``heron.pairing: state``, *unbudgeted*): each rollout's steps are shuffled into
+  minibatches of ``heron.pair_batch_size`` states (HERON: PPO's minibatch, 64) and each state is paired
+  with one other random state of its minibatch; the rater's margin ``std(z_l)`` is taken over that
+  minibatch, as in HERON's PPO code. Every state of every rollout is paired: the query budget does not
+  apply (one query per state pair, ~env steps in all), progress.csv marks the run ``unbudgeted = 1`` and
+  reports show it, so such a run is never compared with budgeted agents by accident.
 * **Reward-model input** ``[obs, factors]`` (``reward_model.inputs: obs_factors``), as HERON's Pendulum
   code (its robotics code feeds observations only; ``inputs: obs`` reproduces that).
 * **Ties dropped or 0.5.** HERON's code drops pairs no level decides; the rater's ``drop_ties`` option
@@ -27,10 +31,9 @@ Where prefrl follows HERON (public code, abukharin3/HERON) and where it differs:
 * **Training data.** HERON takes one gradient step per minibatch of the current rollout; prefrl's trainer
   runs ``reward_model.epochs`` epochs over the most recent ``reward_model.max_train_pairs`` labelled
   pairs (default: about two rollouts), warm-started, and holds out a share for ``rm_accuracy``.
-* **Queries are counted**: every labelled state pair is one query (ties kept as 0.5 count; dropped ties
-  do not, as for every rater). HERON has no budget; prefrl applies the run's query budget with the same
-  schedule as rm_ppo (``feedback.schedule: constant`` by default: an equal share per rollout). With a
-  budget of at least the env-step budget every state of every rollout is paired once, as in HERON.
+* **Queries are counted** as for rm_ppo: asked (every pair put to the rater) and answered; with
+  ``hierarchical:drop_ties=true`` dropped ties are asked but not answered. HERON has no budget; by default
+  prefrl applies the run's query budget with an equal share per rollout (``feedback.schedule: constant``).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from prefrl.agents.rm_ppo import (
 )
 from prefrl.errors import SpecError
 from prefrl.spec_utils import ConfigSection
-from prefrl.types import PreferenceBatch, SegmentBatch
+from prefrl.types import PreferenceBatch
 
 if TYPE_CHECKING:
     from prefrl.envs import EnvSpec
@@ -68,8 +71,9 @@ class HeronConfig(ConfigSection):
 
     value_names: ClassVar[dict[str, str]] = {"pairing": "pairing"}
 
-    #: state: single-state pairs inside minibatches (HERON's code) | segment: segment pairs as in rm_ppo
-    pairing: Literal["state", "segment"] = "state"
+    #: segment: segment pairs under the query budget, as rm_ppo | state: single-state pairs inside
+    #: minibatches, every state of every rollout (HERON's code; unbudgeted)
+    pairing: Literal["segment", "state"] = "segment"
     #: states per pairing minibatch (HERON: PPO's minibatch size); the rater's std is taken over it
     pair_batch_size: int = 64
 
@@ -80,13 +84,13 @@ class HeronConfig(ConfigSection):
 
 @dataclass(frozen=True)
 class HeronFeedbackConfig(FeedbackConfig):
-    """rm_ppo's ``feedback:`` section with HERON's defaults: no budget schedule, the current rollout."""
+    """rm_ppo's ``feedback:`` section with HERON's defaults: an equal share per rollout, recent segments."""
 
     #: HERON has no up-front batch
     initial_query_share: float = 0.0
     #: an equal share of the budget per rollout
     schedule: Schedule = "constant"
-    #: used by pairing: segment only
+    #: HERON picks its pairs at random
     selection: Selection = "uniform"
     #: the current rollout only, as in HERON
     pool_rollouts: int = 1
@@ -151,10 +155,21 @@ class HeronAgent(RewardModelPPO):
         # single states are segments of one step
         return 1 if self.heron.pairing == "state" else super().segment_length
 
-    def collect_preferences(self, pool: SegmentBatch, quota: int) -> PreferenceBatch | None:
-        """State pairing: pair states inside random minibatches; label each minibatch on its own."""
+    def _queries_due(self) -> int:
+        # state pairing pairs every state of the rollout: HERON's code has no budget
+        return self.query_pool.num_segments if self.heron.pairing == "state" else super()._queries_due()
+
+    def _query_rounds(self) -> int:
+        return 1 if self.heron.pairing == "state" else super()._query_rounds()
+
+    def metrics(self) -> dict[str, float]:
+        return {**super().metrics(), "unbudgeted": float(self.heron.pairing == "state")}
+
+    def collect_preferences(self, quota: int) -> PreferenceBatch | None:
+        """State pairing: pair the latest rollout's states inside random minibatches, each labelled alone."""
         if self.heron.pairing == "segment":
-            return super().collect_preferences(pool, quota)
+            return super().collect_preferences(quota)
+        pool = self.query_pool.latest()
         n, size = len(pool), self.heron.pair_batch_size
         if n < 2:
             return None
@@ -166,15 +181,13 @@ class HeronAgent(RewardModelPPO):
         local = [np.stack([np.arange(len(g)), _other_index(len(g), self.rng)], axis=1) for g in groups]
         group_id = np.concatenate([np.full(len(p), i) for i, p in enumerate(local)])
         row = np.concatenate([np.arange(len(p)) for p in local])
-        if len(group_id) > quota:  # over budget: a random subset of the pairs
-            keep = np.sort(self.rng.choice(len(group_id), size=quota, replace=False))
-            group_id, row = group_id[keep], row[keep]
         assert self.rater is not None
         pairs, labels = [], []
         for i in np.unique(group_id):
             chosen = local[i][row[group_id == i]]
             # the minibatch is the rater's batch: its margins use the minibatch's std, as in HERON
             prefs = self.rater.label(pool[groups[i]], chosen, self.rng)
+            self.query_counter.record(len(chosen), len(prefs))
             pairs.append(groups[i][prefs.pairs])
             labels.append(prefs.labels)
         return PreferenceBatch(segments=pool, pairs=np.concatenate(pairs), labels=np.concatenate(labels))

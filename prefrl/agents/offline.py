@@ -322,6 +322,15 @@ class OfflineAgent(Agent):
         """Labelled pairs the agent learns from (a reused cached dataset cost the rater no new queries)."""
         return 0 if self.dataset is None else self.dataset.num_pairs
 
+    @property
+    def queries_asked(self) -> int:
+        """The dataset's labelled pairs (its skipped queries were never stored)."""
+        return self.num_queries
+
+    @property
+    def queries_answered(self) -> int:
+        return self.num_queries
+
     @torch.no_grad()
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         """Deterministic actions ``[n, act_dim]`` (dropout off), mapped back to the env's bounds."""

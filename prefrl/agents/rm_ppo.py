@@ -16,22 +16,21 @@ Loop, once per PPO rollout (inside SB3's loop, no fork of PPO):
    the very first update does not follow an untrained network. ``feedback.relabel_rollout: false``
    keeps the rewards seen during collection.
 
-Query schedule (``feedback.schedule``). With budget ``Q``, ``R`` rollouts and
-``s = feedback.initial_query_share``, the cumulative number of queries allowed after rollout ``i`` is
-``s Q + (1 - s) Q * sum_{k <= i} w_k / sum_{k < R} w_k`` with ``w_k = 1 / (1 + k)`` (``inverse``,
-default: the label rate decays over training, as Christiano et al.), ``w_k = R - k`` (``linear``) or
-``w_k = 1`` (``constant``). The share ``s Q`` is asked after the first rollout (the initial, near-random
-policy). A rollout asks for the difference between the allowance and the queries answered so far, so
-skipped queries (B-Pref ``skip``) are asked again later and the budget is never exceeded.
+Queries (:mod:`prefrl.feedback`, :mod:`prefrl.query_selection`). The budget ``Q`` is spread over training
+by ``feedback.schedule`` (``christiano``, ``hyperbolic``, ``constant``, ``linear``, ``front_loaded``), with
+``feedback.initial_query_share`` of it asked after the first rollout (the initial policy). Every pair is
+asked at most once in a run (segments carry run-wide ids; pairs are unordered): candidates are distinct
+unasked pairs of the segments of the last ``feedback.pool_rollouts`` rollouts, or of the last
+``feedback.buffer_rollouts`` when those run short; what cannot be asked stays due for the next rollout.
+``feedback.selection`` picks ``quota`` of ``candidate_factor * quota`` candidates (``uniform``,
+``disagreement``, ``entropy``, ``kcenter``, ``kcenter_disagreement``, ``kcenter_entropy``; the first batch
+is uniform: an untrained ensemble's uncertainty is noise). ``feedback.budget`` says what the budget caps:
+``asked`` queries (default, as B-Pref: a query the rater skips still costs) or ``answered`` ones. Labels
+follow the project convention (soft labels, ties 0.5; skipped queries are dropped), so every rater works.
+The ensemble is refitted when new labels arrived, at most every ``reward_model.refit_every`` rollouts.
 
-Pair selection (``feedback.selection``): ``uniform`` draws random distinct pairs from the segments of the
-last ``feedback.pool_rollouts`` rollouts; ``disagreement`` draws ``candidate_factor`` times more random
-pairs and keeps those with the largest std across members of the predicted preference probability (the
-first batch is uniform: an untrained ensemble's disagreement is noise). Labels follow the project
-convention (soft labels, ties 0.5 pull the two returns together; skipped queries are dropped), so every
-rater works.
-
-Metrics (progress.csv): ``rm_accuracy`` (held-out pairs), ``rm_new_accuracy`` (each new batch, before
+Metrics (progress.csv): ``queries_asked`` and ``queries_answered`` (``queries`` is what the budget counts),
+``rm_accuracy`` (held-out pairs), ``rm_new_accuracy`` (each new batch, before
 training on it), ``reward_corr`` (Pearson correlation of the learned and the true per-step reward on the
 latest rollout), ``rm_loss``, ``rm_pairs`` and ``rm_fit_s`` (time spent refitting).
 
@@ -45,7 +44,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,11 +56,12 @@ from stable_baselines3.common.vec_env import VecEnv
 from prefrl.agents.on_policy import PPOAgent
 from prefrl.agents.registry import register_agent
 from prefrl.errors import SpecError
+from prefrl.feedback import BudgetMode, QueryCounter, QueryPool, Schedule, query_allowance
+from prefrl.query_selection import SELECTION_RULES, pair_features, select_queries
 from prefrl.reward_artifact import save_reward_model
 from prefrl.reward_model import RewardEnsemble, RewardModelTrainer, feature_dim
 from prefrl.rollout import LearnedRewardVecEnvWrapper, RelabelRolloutBuffer, TrajectoryRecorder
-from prefrl.segments import sample_pairs
-from prefrl.spec_utils import ConfigSection, suggest
+from prefrl.spec_utils import ConfigSection
 from prefrl.types import PreferenceBatch, SegmentBatch
 
 if TYPE_CHECKING:
@@ -72,8 +71,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Schedule = Literal["inverse", "linear", "constant"]
-Selection = Literal["uniform", "disagreement"]
+Selection = Literal[
+    "uniform", "disagreement", "entropy", "kcenter", "kcenter_disagreement", "kcenter_entropy"
+]
 RewardInputs = Literal["obs", "obs_act", "obs_factors"]
 
 
@@ -81,20 +81,31 @@ RewardInputs = Literal["obs", "obs_act", "obs_factors"]
 class FeedbackConfig(ConfigSection):
     """The ``feedback:`` section: how queries are scheduled, chosen and used."""
 
-    value_names: ClassVar[dict[str, str]] = {"schedule": "schedule", "selection": "selection mode"}
+    value_names: ClassVar[dict[str, str]] = {
+        "schedule": "schedule",
+        "selection": "selection mode",
+        "budget": "budget mode",
+    }
 
     #: share of the query budget asked after the first rollout (the initial, near-random policy)
     initial_query_share: float = 0.25
-    #: how the rest is spread over the rollouts (see the module docstring)
-    schedule: Schedule = "inverse"
-    #: pair selection: uniform random pairs, or the largest ensemble disagreement among candidates
+    #: how the rest is spread over training (prefrl.feedback: christiano | hyperbolic | constant | linear |
+    #: front_loaded)
+    schedule: Schedule = "front_loaded"
+    #: ``christiano``'s T0 in env steps: label rate proportional to T0 / (T + T0)
+    christiano_t0: float = 2.0e6
+    #: what the budget caps: every asked query (B-Pref: a skipped query costs) or answered ones only
+    budget: BudgetMode = "asked"
+    #: pair selection rule (prefrl.query_selection)
     selection: Selection = "disagreement"
-    #: disagreement selection: candidate pairs drawn per query asked
+    #: candidate pairs drawn per query asked (all rules but uniform choose among them)
     candidate_factor: int = 10
     #: steps per queried segment ``H``; ``None`` = the env spec's segment_length
     segment_length: int | None = None
     #: segments of the last this-many rollouts are the candidates
     pool_rollouts: int = 2
+    #: rollouts of segments kept for when the recent ones have too few unasked pairs
+    buffer_rollouts: int = 8
     #: recompute the finished rollout's rewards with the refitted model before the PPO update
     relabel_rollout: bool = True
 
@@ -103,6 +114,10 @@ class FeedbackConfig(ConfigSection):
             raise SpecError(f"{where}.initial_query_share must lie in [0, 1], got {self.initial_query_share}")
         if self.candidate_factor < 1 or self.pool_rollouts < 1:
             raise SpecError(f"{where}.candidate_factor and {where}.pool_rollouts must be >= 1")
+        if self.buffer_rollouts < self.pool_rollouts:
+            raise SpecError(f"{where}.buffer_rollouts must be >= pool_rollouts ({self.pool_rollouts})")
+        if not self.christiano_t0 > 0:
+            raise SpecError(f"{where}.christiano_t0 must be > 0 env steps, got {self.christiano_t0}")
         if self.segment_length is not None and self.segment_length < 1:
             raise SpecError(f"{where}.segment_length must be >= 1 or null, got {self.segment_length}")
 
@@ -137,6 +152,8 @@ class RewardModelConfig(ConfigSection):
     bootstrap: bool = True
     #: train on the most recent pairs only; ``None`` = all
     max_train_pairs: int | None = None
+    #: refit at most every this-many rollouts (and only when new labels arrived since the last fit)
+    refit_every: int = 1
 
     def validate(self, where: str) -> None:
         if self.ensemble_size < 1:
@@ -145,36 +162,16 @@ class RewardModelConfig(ConfigSection):
             raise SpecError(f"{where}.holdout_share must lie in [0, 1), got {self.holdout_share}")
         if self.batch_size < 1 or self.epochs < 0 or self.initial_epochs < 0:
             raise SpecError(f"{where}: need batch_size >= 1 and epochs, initial_epochs >= 0")
+        if self.refit_every < 1:
+            raise SpecError(f"{where}.refit_every must be >= 1, got {self.refit_every}")
         if self.max_train_pairs is not None and self.max_train_pairs < 1:
             raise SpecError(f"{where}.max_train_pairs must be >= 1 or null, got {self.max_train_pairs}")
 
 
-SCHEDULES: tuple[str, ...] = get_args(Schedule)
 SELECTIONS: tuple[str, ...] = get_args(Selection)
-
-
-def query_schedule(budget: int, num_rollouts: int, initial_share: float, kind: str = "inverse") -> np.ndarray:
-    """Cumulative query allowance after each rollout, ``[num_rollouts]`` int, ending at ``budget``.
-
-    ``C_i = s Q + (1 - s) Q * W_i / W_{R-1}`` with ``W_i = sum_{k <= i} w_k`` and ``w_k = 1 / (1 + k)``
-    (``inverse``), ``R - k`` (``linear``) or ``1`` (``constant``); rounded down, non-decreasing.
-    """
-    if kind not in SCHEDULES:
-        raise SpecError(
-            f"feedback.schedule: unknown schedule '{kind}'{suggest(str(kind), SCHEDULES)}; "
-            f"one of {', '.join(SCHEDULES)}"
-        )
-    if not 0.0 <= initial_share <= 1.0:
-        raise SpecError(f"feedback.initial_query_share must lie in [0, 1], got {initial_share}")
-    if num_rollouts < 1:
-        raise ValueError(f"num_rollouts must be >= 1, got {num_rollouts}")
-    k = np.arange(num_rollouts, dtype=np.float64)
-    weights = {"inverse": 1.0 / (1.0 + k), "linear": num_rollouts - k, "constant": np.ones_like(k)}[kind]
-    share = np.cumsum(weights) / weights.sum()
-    cumulative = initial_share * budget + (1.0 - initial_share) * budget * share
-    allowance = np.floor(cumulative + 1e-9).astype(np.int64)
-    allowance[-1] = budget
-    return allowance
+#: rounds of asking per rollout (more than one only when queries were skipped under an answered budget)
+_MAX_QUERY_ROUNDS = 5
+assert SELECTIONS == SELECTION_RULES, "the config's selection names must be query_selection's rules"
 
 
 @register_agent
@@ -207,8 +204,10 @@ class RewardModelPPO(PPOAgent):
         sections = self.parse_sections(config)
         self.feedback: FeedbackConfig = sections["feedback"]  # type: ignore[assignment]
         self.rm_config: RewardModelConfig = sections["reward_model"]  # type: ignore[assignment]
-        if self.feedback.selection == "disagreement" and self.rm_config.ensemble_size < 2:
-            raise SpecError("feedback.selection 'disagreement' needs reward_model.ensemble_size >= 2")
+        if "disagreement" in self.feedback.selection and self.rm_config.ensemble_size < 2:
+            raise SpecError(
+                f"feedback.selection '{self.feedback.selection}' needs reward_model.ensemble_size >= 2"
+            )
         normalize = config.get("normalize", False)
         if normalize:
             # the learned reward is normalised by the wrapper; VecNormalize must not rescale it again
@@ -223,9 +222,14 @@ class RewardModelPPO(PPOAgent):
         assert isinstance(buffer, RelabelRolloutBuffer)
         # attached, not passed to PPO, so the hook is never pickled with the model
         buffer.relabel_hook = self._on_rollout_complete
-        self._pool: deque[SegmentBatch] = deque(maxlen=self.feedback.pool_rollouts)
+        self.query_pool = QueryPool(self.feedback.pool_rollouts, self.feedback.buffer_rollouts)
+        self.query_counter = QueryCounter(self.feedback.budget)
         self._allowance = np.zeros(1, dtype=np.int64)
         self._rollout = 0
+        self._last_fit_rollout = -(10**9)
+        self._labels_since_fit = 0
+        #: B-Pref-style pair features (both segments' observations) of every answered pair, for k-center
+        self._labelled_pair_features: list[np.ndarray] = []
         self.reward_corr = float("nan")
 
     @property
@@ -282,10 +286,32 @@ class RewardModelPPO(PPOAgent):
         rollout_size = int(self.model.n_steps) * self.venv.num_envs
         num_rollouts = max(1, math.ceil(int(total_steps) / rollout_size))
         fb = self.feedback
-        self._allowance = query_schedule(int(query_budget), num_rollouts, fb.initial_query_share, fb.schedule)
+        rollout_ends = rollout_size * np.arange(1, num_rollouts + 1)
+        self._allowance = query_allowance(
+            int(query_budget), rollout_ends, fb.initial_query_share, fb.schedule, fb.christiano_t0
+        )
         self._rollout = 0
         self.reward_env.clear_log()
         super().learn(total_steps, query_budget, callback)
+
+    # ---- query accounting -------------------------------------------------------------------------
+    @property
+    def num_queries(self) -> int:
+        """Queries counted against the budget (``feedback.budget``: asked or answered)."""
+        return self.query_counter.charged
+
+    @property
+    def queries_asked(self) -> int:
+        return self.query_counter.asked
+
+    @property
+    def queries_answered(self) -> int:
+        return self.query_counter.answered
+
+    def _query_rounds(self) -> int:
+        # under an ``answered`` budget skipped queries are replaced at once by new pairs (a few rounds);
+        # under an ``asked`` one the first round asks the whole quota (or every unasked pair there is)
+        return _MAX_QUERY_ROUNDS if self.query_counter.budget == "answered" else 1
 
     def _queries_due(self) -> int:
         target = self._allowance[min(self._rollout, len(self._allowance) - 1)]
@@ -294,18 +320,24 @@ class RewardModelPPO(PPOAgent):
     def _on_rollout_complete(self, buffer: RelabelRolloutBuffer) -> np.ndarray:
         """Relabel hook: query, refit and return the change of the rollout's rewards, ``[T, n_envs]``."""
         segments = self.recorder.pop_segments()
-        if segments is not None:
-            self._pool.append(segments)
-        quota = self._queries_due()
-        refitted = False
-        if quota > 0 and self._pool:
-            pool = SegmentBatch.concatenate(list(self._pool))
-            prefs = self.collect_preferences(pool, quota)
+        if segments is not None and len(segments):
+            self.query_pool.add(segments)
+        for _ in range(self._query_rounds()):
+            quota = self._queries_due()
+            if quota <= 0 or self.query_pool.num_segments < 2:
+                break
+            asked_before = self.queries_asked
+            prefs = self.collect_preferences(quota)
             if prefs is not None and len(prefs):
-                first_fit = self.trainer.num_fits == 0
                 self.trainer.add(prefs)
-                self.trainer.fit(self.rm_config.initial_epochs if first_fit else None)
-                refitted = True
+                self._labels_since_fit += len(prefs)
+            if self.queries_asked == asked_before:  # no unasked pair left: the rest stays due
+                break
+        refitted = False
+        if self._labels_since_fit and self._rollout - self._last_fit_rollout >= self.rm_config.refit_every:
+            first_fit = self.trainer.num_fits == 0
+            self.trainer.fit(self.rm_config.initial_epochs if first_fit else None)
+            self._labels_since_fit, self._last_fit_rollout, refitted = 0, self._rollout, True
         self._rollout += 1
 
         log = self.reward_env.rollout_log(last=buffer.buffer_size)
@@ -324,24 +356,50 @@ class RewardModelPPO(PPOAgent):
         self.reward_env.reset_normalization(learned)
         return self.reward_env.normalize_reward(learned) - log.rewards
 
-    # ---- preference collection (overridden by heron) ----------------------------------------------
-    def collect_preferences(self, pool: SegmentBatch, quota: int) -> PreferenceBatch | None:
-        """Choose ``quota`` pairs from ``pool`` and have the rater label them."""
-        if len(pool) < 2:
+    # ---- preference collection (overridden by heron's state pairing) -------------------------------
+    def collect_preferences(self, quota: int) -> PreferenceBatch | None:
+        """Ask up to ``quota`` never-asked pairs of recent segments, chosen by ``feedback.selection``."""
+        fb = self.feedback
+        segments, ids, candidates = self.query_pool.window(quota, quota * fb.candidate_factor, self.rng)
+        if len(candidates) == 0:
             return None
-        pairs = self.select_pairs(pool, quota)
+        chosen = candidates[self.select_pairs(segments, candidates, quota)]
         assert self.rater is not None
-        return self.rater.label(pool, pairs, self.rng)
+        labels, answered = self.rater.label_array(segments, chosen, self.rng)
+        self.query_pool.mark_asked(ids, chosen)
+        self.query_counter.record(len(chosen), int(answered.sum()))
+        if answered.any() and "kcenter" in fb.selection:
+            self._labelled_pair_features.append(pair_features(segments.obs, chosen[answered]))
+        return PreferenceBatch(segments=segments, pairs=chosen[answered], labels=labels[answered])
 
-    def select_pairs(self, pool: SegmentBatch, quota: int) -> np.ndarray:
-        """``[quota, 2]`` pairs of distinct segments of ``pool``, uniform or by ensemble disagreement."""
-        if self.feedback.selection == "uniform" or self.trainer.num_fits == 0:
-            return sample_pairs(len(pool), quota, self.rng)
-        candidates = sample_pairs(len(pool), quota * self.feedback.candidate_factor, self.rng)
-        probs = self.reward_model.preference_probabilities(self.reward_model.features(pool), candidates)
-        disagreement = probs.std(axis=0)
-        # stable sort: ties (e.g. identical candidates) keep the random order of the candidates
-        return candidates[np.argsort(-disagreement, kind="stable")[:quota]]
+    def select_pairs(self, segments: SegmentBatch, candidates: np.ndarray, quota: int) -> np.ndarray:
+        """Indices of the ``quota`` candidates to ask (:func:`prefrl.query_selection.select_queries`).
+
+        The first batch is uniform: before the first fit the ensemble's uncertainty is noise.
+        """
+        rule = self.feedback.selection if self.trainer.num_fits else "uniform"
+        member_probs = features = labelled = None
+        if rule in ("disagreement", "entropy", "kcenter_disagreement", "kcenter_entropy"):
+            member_probs = self.reward_model.preference_probabilities(
+                self.reward_model.features(segments), candidates
+            )
+        if "kcenter" in rule:
+            # B-Pref's k-center works on the pair's observations (both segments, flattened)
+            features = pair_features(segments.obs, candidates)
+            labelled = (
+                np.concatenate(self._labelled_pair_features)
+                if self._labelled_pair_features
+                else np.zeros((0, features.shape[1]), dtype=features.dtype)
+            )
+        return select_queries(
+            rule,
+            candidates,
+            quota,
+            self.rng,
+            member_probs=member_probs,
+            pair_features=features,
+            labelled_features=labelled,
+        )
 
     # ---- reporting --------------------------------------------------------------------------------
     def metrics(self) -> dict[str, float]:

@@ -29,8 +29,12 @@ class Rater(ABC):
     #: noise wrappers (stochastic, equal, myopic) need one
     score_based: bool = False
 
+    #: queries put to this rater, skipped ones included (``num_queries`` counts the answered ones)
+    num_asked: int = 0
+
     def __init__(self) -> None:
         self.num_queries = 0
+        self.num_asked = 0
 
     def label(self, segments: SegmentBatch, pairs: np.ndarray, rng: np.random.Generator) -> PreferenceBatch:
         """Label ``pairs`` (``[M, 2]`` indices into ``segments``); skipped queries are removed."""
@@ -50,6 +54,7 @@ class Rater(ABC):
         validate_pairs(pairs, segments.num_segments)
         labels, answered = self._label(segments, pairs, rng)
         answered = np.asarray(answered, dtype=bool)
+        self.num_asked += len(pairs)
         self.num_queries += int(np.count_nonzero(answered))
         if not answered.all():
             labels = np.where(answered, labels, np.nan)
@@ -79,6 +84,7 @@ class Rater(ABC):
 
     def reset_queries(self) -> None:
         self.num_queries = 0
+        self.num_asked = 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -1,4 +1,4 @@
-"""heron: state pairs inside minibatches, hierarchical labels, tiny end-to-end runs, bad configs."""
+"""heron: budgeted segment pairs by default, HERON's unbudgeted state pairs in minibatches, bad configs."""
 
 from __future__ import annotations
 
@@ -34,21 +34,27 @@ def make_heron(overrides: dict | None = None, rater: str = "hierarchical") -> He
 
 def test_defaults_follow_heron() -> None:
     agent = make_heron()
-    assert agent.segment_length == 1
+    assert agent.heron.pairing == "segment" and agent.segment_length == agent.env_spec.segment_length
     assert agent.reward_model.inputs == "obs_factors"
     assert agent.reward_model.num_members == 1
     agent.close()
+    assert make_heron({"heron": {"pairing": "state"}}).segment_length == 1
 
 
-@pytest.mark.parametrize(("quota", "expected"), [(10_000, 300), (50, 50)])
-def test_state_pairs_stay_inside_minibatches(quota: int, expected: int) -> None:
-    agent = make_heron({"heron": {"pair_batch_size": 32}})
+def _state_pairs(agent: HeronAgent, pool, quota: int = 10):
+    """HERON's state pairing on ``pool`` (the latest rollout); ``quota`` is ignored: it is unbudgeted."""
+    agent.query_pool.add(pool)
+    return agent.collect_preferences(quota)
+
+
+@pytest.mark.parametrize("quota", [10_000, 50])
+def test_state_pairs_stay_inside_minibatches(quota: int) -> None:
+    agent = make_heron({"heron": {"pair_batch_size": 32, "pairing": "state"}})
     pool = collect_segments("pendulum", "random", 300, segment_length=1, seed=1)
-    prefs = agent.collect_preferences(pool, quota)
-    assert prefs is not None and len(prefs) == expected
+    prefs = _state_pairs(agent, pool, quota)
+    assert prefs is not None and len(prefs) == 300  # every state starts exactly one pair
     assert np.all(prefs.pairs[:, 0] != prefs.pairs[:, 1])
-    if quota >= 300:  # every state starts exactly one pair
-        np.testing.assert_array_equal(np.sort(prefs.pairs[:, 0]), np.arange(300))
+    np.testing.assert_array_equal(np.sort(prefs.pairs[:, 0]), np.arange(300))
     # the labels agree with the top-ranked factor whenever it differs by a wide margin
     angle = pool.factors[:, 0, agent.env_spec.factor_index("angle_sq")]
     diff = angle[prefs.pairs[:, 0]] - angle[prefs.pairs[:, 1]]
@@ -56,15 +62,15 @@ def test_state_pairs_stay_inside_minibatches(quota: int, expected: int) -> None:
     clear = np.abs(diff) > 0.25 * np.ptp(angle)
     assert clear.any()
     np.testing.assert_array_equal(prefs.labels[clear], (diff[clear] < 0).astype(float))  # a cost
-    assert agent.rater.num_queries == expected
+    assert agent.rater.num_queries == 300 == agent.queries_asked == agent.queries_answered
     agent.close()
 
 
 def test_minibatch_margin_matches_rater_on_the_minibatch() -> None:
     # one minibatch holding the whole pool: labels equal the rater's labels on that pool
-    agent = make_heron({"heron": {"pair_batch_size": 1000}})
+    agent = make_heron({"heron": {"pair_batch_size": 1000, "pairing": "state"}})
     pool = collect_segments("pendulum", "random", 120, segment_length=1, seed=2)
-    prefs = agent.collect_preferences(pool, 10_000)
+    prefs = _state_pairs(agent, pool)
     reference = make_rater("hierarchical", agent.env_spec).label(pool, prefs.pairs, np.random.default_rng(0))
     np.testing.assert_array_equal(prefs.labels, reference.labels)
     agent.close()
@@ -88,18 +94,20 @@ def test_tiny_run_completes(tmp_path: Path, pairing: str) -> None:
     progress = pd.read_csv(run_dir / "progress.csv")
     assert {"queries", "rm_accuracy", "reward_corr", "rm_loss"} <= set(progress.columns)
     last = progress.iloc[-1]
-    assert 0 < last["queries"] <= 2000
-    assert last["rm_pairs"] == last["queries"]
+    assert last["rm_pairs"] == last["queries_answered"] == last["queries_asked"]
     if pairing == "state":
-        # constant schedule: an equal share per rollout, every state of the 3 rollouts (768) is paired
-        assert last["queries"] == 768
+        # unbudgeted (HERON's code): every state of the 3 rollouts (768) is paired, whatever --queries says
+        assert last["queries"] == 768 and last["unbudgeted"] == 1
+    else:
+        # the budget, spent on the constant schedule, as rm_ppo's
+        assert last["queries"] <= 2000 and last["unbudgeted"] == 0
 
 
 def test_dropped_ties_are_not_counted(tmp_path: Path) -> None:
-    agent = make_heron(rater="hierarchical:drop_ties=true")
+    agent = make_heron({"heron": {"pairing": "state"}}, rater="hierarchical:drop_ties=true")
     pool = collect_segments("pendulum", "random", 200, segment_length=1, seed=3)
-    prefs = agent.collect_preferences(pool, 10_000)
-    assert prefs is not None and len(prefs) == agent.rater.num_queries <= 200
+    prefs = _state_pairs(agent, pool)
+    assert prefs is not None and len(prefs) == agent.queries_answered < agent.queries_asked == 200
     assert np.all(prefs.labels != 0.5)
     agent.close()
 

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 
 from prefrl.agents import make_agent
-from prefrl.agents.rm_ppo import RewardModelPPO, query_schedule
+from prefrl.agents.rm_ppo import RewardModelPPO
 from prefrl.config import load_agent_config
 from prefrl.errors import SpecError
 from prefrl.experiment import run_experiment
+from prefrl.feedback import query_allowance
 from prefrl.raters import make_rater
 
 #: a tiny PPO: rollouts of 2 envs x 128 steps, so a run of 768 steps has 3 rollouts and refits
@@ -43,34 +44,6 @@ def tiny_run(tmp_path: Path, rater: str, queries: int = 30, seed: int = 0, **ove
     return pd.read_csv(run_dir / "progress.csv")
 
 
-# ---- schedule ---------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("kind", ["inverse", "linear", "constant"])
-@pytest.mark.parametrize(("budget", "rollouts"), [(500, 25), (7, 10), (100, 1)])
-def test_query_schedule_is_cumulative_and_ends_at_budget(kind: str, budget: int, rollouts: int) -> None:
-    allowance = query_schedule(budget, rollouts, 0.25, kind)
-    assert allowance.shape == (rollouts,)
-    assert allowance[-1] == budget
-    assert np.all(np.diff(allowance) >= 0)
-    assert allowance[0] >= int(0.25 * budget)
-
-
-def test_query_schedule_decays() -> None:
-    per_rollout = np.diff(query_schedule(10_000, 20, 0.25, "inverse"))
-    assert np.all(np.diff(per_rollout) <= 1)  # non-increasing up to rounding
-    assert per_rollout[0] > 5 * per_rollout[-1]
-    constant = np.diff(query_schedule(10_000, 20, 0.0, "constant"))
-    assert constant.max() - constant.min() <= 1
-
-
-def test_query_schedule_rejects_bad_values() -> None:
-    with pytest.raises(SpecError, match="did you mean 'linear'"):
-        query_schedule(10, 5, 0.25, "linaer")
-    with pytest.raises(SpecError, match="initial_query_share"):
-        query_schedule(10, 5, 1.5)
-
-
 # ---- end to end -------------------------------------------------------------------------------------
 
 
@@ -90,7 +63,8 @@ def test_tiny_run_writes_reward_model_columns(tmp_path: Path, rater: str, select
     assert 0 < last["queries"] <= 30
     assert progress["queries"].is_monotonic_increasing
     assert -1.0 <= last["reward_corr"] <= 1.0
-    assert last["rm_pairs"] == last["queries"]  # every answered query is a training or held-out pair
+    assert last["rm_pairs"] == last["queries_answered"]  # every answered query is a training or held-out pair
+    assert last["queries"] == last["queries_asked"] >= last["queries_answered"]  # the budget counts asked
 
 
 def test_budget_is_spent_on_schedule(pendulum, tmp_path: Path) -> None:
@@ -100,9 +74,39 @@ def test_budget_is_spent_on_schedule(pendulum, tmp_path: Path) -> None:
     agent.learn(768, 40)
     # 3 rollouts with enough segments: the whole budget is asked, never more
     assert agent.num_queries == 40 == agent.trainer.num_pairs
-    np.testing.assert_array_equal(agent._allowance, query_schedule(40, 3, 0.25, "inverse"))
+    expected = query_allowance(40, [256, 512, 768], 0.25, "front_loaded")
+    np.testing.assert_array_equal(agent._allowance, expected)
     assert agent.trainer.num_fits == 3
     agent.close()
+
+
+def _labelled_pairs(agent: RewardModelPPO) -> set[frozenset]:
+    """Every labelled pair as the set of its two segments' contents (the trainer's stored features)."""
+    features = agent.trainer._features
+    return {frozenset((features[i].tobytes(), features[j].tobytes())) for i, j in agent.trainer._pairs}
+
+
+@pytest.mark.parametrize("selection", ["uniform", "disagreement", "entropy", "kcenter_entropy"])
+def test_pairs_are_never_asked_twice_and_the_budget_is_spent(pendulum, selection: str) -> None:
+    # a small pool (1 rollout of 2 x 128 steps -> 10 segments, 45 pairs) against a budget of 120 queries:
+    # the recent rollout alone runs short, so older buffered rollouts supply the rest
+    overrides = {**TINY, "feedback": {"selection": selection, "pool_rollouts": 1, "candidate_factor": 2}}
+    config = load_agent_config("rm_ppo", "pendulum", overrides)
+    agent = make_agent("rm_ppo", pendulum, config, rater=make_rater("partial_return", pendulum), seed=0)
+    agent.learn(256 * 6, 120)
+    assert agent.queries_asked == agent.queries_answered == 120 == agent.query_pool.num_asked
+    assert len(_labelled_pairs(agent)) == 120
+    agent.close()
+
+
+@pytest.mark.parametrize(
+    ("budget", "charged"), [("asked", "queries_asked"), ("answered", "queries_answered")]
+)
+def test_skipped_queries_cost_under_an_asked_budget(tmp_path: Path, budget: str, charged: str) -> None:
+    progress = tiny_run(tmp_path, "partial_return+skip:eps=0.9", queries=40, feedback={"budget": budget})
+    last = progress.iloc[-1]
+    assert last["queries_answered"] < last["queries_asked"]  # the skip teacher dropped some
+    assert last["queries"] == last[charged] == 40
 
 
 def test_same_seed_same_run(tmp_path: Path) -> None:
