@@ -207,9 +207,11 @@ def summary_table(table: pd.DataFrame, metric: str = "true_return_mean") -> pd.D
     grouped = last.groupby(["env", "agent", "rater"])
     summary = grouped[metric].agg(seeds="count", mean="mean", std="std", median="median")
     summary["iqm"] = grouped[metric].apply(lambda s: iqm(s.to_numpy()))
-    for column in ("normalised_score", "env_steps", "queries", "wall_s"):
+    for column in ("normalised_score", *BUDGET_COLUMNS):
         if column in last and column != metric:
             summary[f"{column}"] = grouped[column].mean()
+    if "unbudgeted" in last:
+        summary["unbudgeted"] = grouped["unbudgeted"].max().fillna(0).astype(bool)
     return summary.reset_index()
 
 
@@ -219,6 +221,8 @@ def summary_table(table: pd.DataFrame, metric: str = "true_return_mean") -> pd.D
 
 #: the aggregate metrics reported everywhere, in order
 AGGREGATES = ("IQM", "Mean")
+#: budgets and costs reported beside every final score (means over seeds)
+BUDGET_COLUMNS = ("env_steps", "queries", "queries_asked", "queries_answered", "wall_s")
 
 
 def algorithm_label(agent: str, rater: str) -> str:
@@ -446,9 +450,11 @@ def summary_with_ci(table: pd.DataFrame, reps: int = 2000, seed: int = 0) -> pd.
             (iqm_, mean_), ci = bootstrap_ci(_aggregate_fn, values[:, None], reps=reps, seed=seed)
             row.update(iqm=iqm_, iqm_low=ci[0, 0], iqm_high=ci[1, 0], mean=mean_, mean_low=ci[0, 1],
                        mean_high=ci[1, 1])  # fmt: skip
-        for column in ("env_steps", "queries", "wall_s"):
+        for column in BUDGET_COLUMNS:
             if column in runs:
                 row[column] = float(runs[column].mean())
+        # heron's state pairing (HERON's code) ignores the query budget: such rows must say so
+        row["unbudgeted"] = bool("unbudgeted" in runs and (runs["unbudgeted"] == 1).any())
         rows.append(row)
     return pd.DataFrame(rows)
 

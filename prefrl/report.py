@@ -194,11 +194,19 @@ def _fmt_ci(point: float, low: float, high: float) -> str:
     return f"{point:.1f} [{low:.1f}, {high:.1f}]"
 
 
+def _unbudgeted(summary: pd.DataFrame) -> list[bool]:
+    """Rows of runs that ignored the query budget (heron's state pairing)."""
+    return [bool(v) for v in summary["unbudgeted"]] if "unbudgeted" in summary else [False] * len(summary)
+
+
 def _summary_display(summary: pd.DataFrame) -> pd.DataFrame:
     display = pd.DataFrame(
         {
             "env": summary["env"],
-            "agent": summary["agent"],
+            "agent": [
+                f"{agent} (unbudgeted)" if unbudgeted else agent
+                for agent, unbudgeted in zip(summary["agent"], _unbudgeted(summary), strict=True)
+            ],
             "rater": summary["rater"],
             "score": summary["metric"].map(
                 {"normalised_score": "normalised", "true_return_mean": "true return"}
@@ -217,6 +225,8 @@ def _summary_display(summary: pd.DataFrame) -> pd.DataFrame:
     for column, label, fmt in (
         ("env_steps", "env steps", "{:,.0f}"),
         ("queries", "queries", "{:,.0f}"),
+        ("queries_asked", "asked", "{:,.0f}"),
+        ("queries_answered", "answered", "{:,.0f}"),
         ("wall_s", "wall time (s)", "{:,.0f}"),
     ):
         if column in summary:

@@ -194,3 +194,21 @@ def test_upsert_rows_replaces_by_key_and_keeps_the_rest(tmp_path):
     reread = pd.read_csv(path)
     assert reread.set_index("env")["x"].to_dict() == {"a": 2.0, "b": 3.1235}
     assert np.isnan(reread.set_index("env").loc["a", "y"])  # a new column leaves old rows empty
+
+
+def test_tables_report_asked_and_answered_queries_and_mark_unbudgeted_runs():
+    rows = []
+    for agent, unbudgeted in (("rm_ppo", np.nan), ("heron", 1.0)):
+        for seed in range(3):
+            rows.append(
+                {"env": "pendulum", "agent": agent, "rater": "r", "seed": seed, "env_steps": 1000,
+                 "true_return_mean": -200.0 - seed, "queries": 100, "queries_asked": 100,
+                 "queries_answered": 80 + seed, "wall_s": 10.0, "unbudgeted": unbudgeted}
+            )  # fmt: skip
+    runs = pd.DataFrame(rows)
+    summary = analysis.summary_table(runs).set_index("agent")
+    assert summary.loc["rm_ppo", "queries_answered"] == 81 and summary.loc["rm_ppo", "queries_asked"] == 100
+    assert summary.loc["heron", "unbudgeted"] and not summary.loc["rm_ppo", "unbudgeted"]
+    final = analysis.summary_with_ci(runs, reps=50).set_index("agent")
+    assert final.loc["heron", "unbudgeted"] and not final.loc["rm_ppo", "unbudgeted"]
+    assert final.loc["heron", "queries_answered"] == 81

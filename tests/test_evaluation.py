@@ -31,11 +31,11 @@ def constant_policy(value: float):
 
 
 class FakeAgent:
-    """Just what ProgressHook needs: predict, num_queries, metrics."""
+    """Just what ProgressHook needs: predict, the query counts, metrics."""
 
     def __init__(self, action: float = 0.0, metrics: dict | None = None):
         self.predict = constant_policy(action)
-        self.num_queries = 7
+        self.num_queries, self.queries_asked, self.queries_answered = 7, 9, 7
         self._metrics = metrics or {}
 
     def metrics(self):
