@@ -643,6 +643,14 @@ def _parse_spec(data: dict[str, Any], path: Path) -> EnvSpec:
     for key, value in oracle.items():
         if value is not None:
             check_type(value, str, f"{where}: oracle.{key}")
+    checkpoint = oracle["checkpoint"]
+    # the name is joined to the shipped checkpoint folder: a path ('../..', '/etc') would escape it
+    if checkpoint is not None and not re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*", checkpoint):
+        raise SpecError(
+            f"{where}: oracle.checkpoint: '{checkpoint}' is not a plain folder name (letters, digits, "
+            "'_', '-', '+', '.'; no path separators, no leading '.'); it names a folder of the shipped "
+            "checkpoints"
+        )
 
     name = check_type(data.get("name", path.stem), str, f"{where}: name")
     if not re.fullmatch(r"[^/\\\x00]+", name) or name in (".", ".."):

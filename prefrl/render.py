@@ -14,6 +14,7 @@ install. Pendulum's own renderer needs pygame; without it, frames are drawn with
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -223,13 +224,22 @@ def run_env_spec(run_dir: str | Path) -> EnvSpec:
     return load_run_env_spec(run_dir)
 
 
-def load_policy(run_dir: str | Path) -> tuple[EnvSpec, PredictFn]:
-    """``(env_spec, predict)`` of a finished run: its agent's deterministic policy (``Agent.load_policy``)."""
+def load_policy(run_dir: str | Path, trust: bool = False) -> tuple[EnvSpec, PredictFn]:
+    """``(env_spec, predict)`` of a finished run: its agent's deterministic policy (``Agent.load_policy``).
+
+    :param trust: let a built-in agent read a run saved before prefrl's safe policy files through loaders
+        that unpickle (a crafted file runs code: only for folders you trust); passed on to agents whose
+        ``load_policy`` takes it
+    """
     run_dir = Path(run_dir)
     run = read_run_config(run_dir)
     if not (run_dir / "policy.zip").is_file():
         raise RunDirError(f"{run_dir} is not a finished run directory (needs config.yaml and policy.zip)")
-    return load_run_env_spec(run_dir), get_agent_class(run["agent"]).load_policy(run_dir)
+    agent_cls = get_agent_class(run["agent"])
+    # third-party agents may define load_policy(run_dir) alone: they are only asked to trust when told
+    takes_trust = "trust" in inspect.signature(agent_cls.load_policy).parameters
+    options = {"trust": True} if trust and takes_trust else {}
+    return load_run_env_spec(run_dir), agent_cls.load_policy(run_dir, **options)
 
 
 def _action(predict: Callable[[np.ndarray], np.ndarray] | None, env: Any, obs: np.ndarray) -> np.ndarray:
@@ -253,15 +263,17 @@ def render_rollout(
     height: int = 240,
     seed: int = 0,
     frame_skip: int = 1,
+    trust: bool = False,
 ) -> Path:
     """Render the deterministic policy of ``run_dir`` for ``episodes`` episodes; return the video path.
 
     :param out: ``.gif`` or ``.mp4`` (default ``run_dir/rollout.gif``)
     :param max_steps: steps per episode (default: the env's horizon)
     :param frame_skip: keep every ``frame_skip``-th frame (smaller files)
+    :param trust: see :func:`load_policy`
     :raises RenderError: no way to render here (the message says what to install)
     """
-    spec, predict = load_policy(run_dir)
+    spec, predict = load_policy(run_dir, trust=trust)
     out = Path(run_dir) / "rollout.gif" if out is None else Path(out)
     source = _FrameSource(spec, seed, width, height)
     frames = []
@@ -318,6 +330,7 @@ def render_pair(
     fps: int = 20,
     width: int = 320,
     height: int = 240,
+    trust: bool = False,
 ) -> tuple[Path, float | None]:
     """Two segments side by side with their true returns and ``rater``'s verdict; returns ``(path, label)``.
 
@@ -325,10 +338,11 @@ def render_pair(
     of ``run_dir`` (deterministic) or are uniform random. The rater labels just this pair (raters whose
     thresholds depend on the batch, such as ``hierarchical`` or ``skip``, see a batch of two).
 
+    :param trust: see :func:`load_policy`
     :returns: the video path and ``P(segment 1 preferred)`` (``None`` if the rater skipped the query)
     """
     if run_dir is not None:
-        spec, predict = load_policy(run_dir)
+        spec, predict = load_policy(run_dir, trust=trust)
         if spec.name != load_env_spec(env).name:
             raise ValueError(f"--run {run_dir} was trained on '{spec.name}', not on '{env}'")
     else:

@@ -17,7 +17,6 @@ from prefrl.agents import make_agent
 from prefrl.agents.offline import OfflineAgent
 from prefrl.cli import render as cli_render
 from prefrl.config import load_agent_config
-from prefrl.envs import make_vec_env
 from prefrl.experiment import run_experiment
 from prefrl.raters import make_rater
 
@@ -199,13 +198,15 @@ def test_every_agents_run_loads_its_policy_and_renders(case, pendulum, tiny_ppo,
         fresh.load_weights(run_dir / "policy.zip")
         expected = fresh.predict(obs)
     else:
+        # SB3's own archive (kept as an export), on the trained normaliser's statistics
         model_obs = obs
-        if (run_dir / "vecnormalize.pkl").is_file():
-            stats = VecNormalize.load(str(run_dir / "vecnormalize.pkl"), make_vec_env(pendulum, n_envs=1))
-            model_obs = stats.normalize_obs(obs)
+        if isinstance(trained[0].venv, VecNormalize):
+            model_obs = trained[0].venv.normalize_obs(obs)
         expected, _ = PPO.load(run_dir / "policy.zip", device="cpu").predict(model_obs, deterministic=True)
+        assert (run_dir / "policy.pt").is_file() and (run_dir / "policy.json").is_file()
     np.testing.assert_array_equal(actions, expected)
-    assert (run_dir / "vecnormalize.pkl").is_file() == (case == "ppo-normalize")
+    assert (run_dir / "vecnormalize.json").is_file() == (case == "ppo-normalize")
+    assert not (run_dir / "vecnormalize.pkl").exists()  # nothing prefrl writes is read by unpickling
 
     out = tmp_path / "r.gif"
     argv = ["render", "--run", str(run_dir), "--out", str(out),

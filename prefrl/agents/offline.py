@@ -25,8 +25,10 @@ with variance 1/2 per dimension, constant term dropped).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import re
 import time
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -42,7 +44,7 @@ from tqdm.auto import tqdm
 from prefrl.agents.base import Agent, PredictFn
 from prefrl.datasets import DatasetConfig, PreferenceDataset, build_dataset, load_dataset
 from prefrl.envs import EnvSpec
-from prefrl.errors import SpecError
+from prefrl.errors import RunDirError, SpecError
 from prefrl.networks import activation
 from prefrl.run_dir import load_run_env_spec, read_run_config
 from prefrl.spec_utils import ConfigSection
@@ -52,6 +54,11 @@ if TYPE_CHECKING:
     from prefrl.raters.base import Rater
 
 logger = logging.getLogger(__name__)
+
+#: the policy's description beside its weights (JSON)
+POLICY_INFO_FILE = "policy.json"
+#: version of :data:`POLICY_INFO_FILE`
+POLICY_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -339,28 +346,47 @@ class OfflineAgent(Agent):
         return self._act_mid + self._act_half * mu
 
     def save(self, path: str | Path) -> None:
-        """Policy weights, observation statistics, action bounds and config (a torch archive at ``path``)."""
+        """The policy at ``path``: a torch archive of tensors only (state dict, action bounds), read back
+        with ``torch.load(weights_only=True)``; the rest (agent, config, dataset, gradient steps) goes to
+        ``policy.json`` beside it."""
+        path = Path(path)
         torch.save(
             {
-                "agent": self.name,
                 "state_dict": self.policy.state_dict(),
-                "action_low": self._act_mid - self._act_half,
-                "action_high": self._act_mid + self._act_half,
-                "config": self.config,
-                "dataset": None if self.dataset is None else str(self.dataset.path),
-                "grad_steps": self.grad_steps,
+                "action_low": torch.as_tensor(self._act_mid - self._act_half),
+                "action_high": torch.as_tensor(self._act_mid + self._act_half),
             },
-            Path(path),
+            path,
         )
+        info = {
+            "format": POLICY_FORMAT,
+            "agent": self.name,
+            "weights": path.name,
+            "config": self.config,
+            "dataset": None if self.dataset is None else str(self.dataset.path),
+            "grad_steps": self.grad_steps,
+        }
+        # the config is read back from config.yaml; here it documents the weights (default=str: any
+        # value YAML could not hold either is written as text)
+        (path.parent / POLICY_INFO_FILE).write_text(json.dumps(info, indent=2, default=str))
 
     def load_weights(self, path: str | Path) -> None:
-        """Load weights written by :meth:`save` into this agent's policy."""
-        state = torch.load(Path(path), map_location=self.device, weights_only=False)
-        self.policy.load_state_dict(state["state_dict"])
+        """Load weights written by :meth:`save` into this agent's policy (nothing in the file can run code).
+
+        :raises RunDirError: the file is missing, damaged or holds more than tensors
+        """
+        self.policy.load_state_dict(_read_weights(Path(path), trust=False)["state_dict"])
 
     @classmethod
-    def load_policy(cls, run_dir: str | Path) -> PredictFn:
-        """The policy saved in ``run_dir/policy.zip``, acting in the env's action bounds (dropout off)."""
+    def load_policy(cls, run_dir: str | Path, trust: bool = False) -> PredictFn:
+        """The policy saved in ``run_dir/policy.zip``, acting in the env's action bounds (dropout off).
+
+        The archive is read with ``torch.load(weights_only=True)``. Runs saved before it held tensors only
+        (their archive also pickled numpy arrays and the config) need ``trust=True``, which unpickles it:
+        a crafted file then runs code, so only for folders you trust.
+
+        :raises RunDirError: missing or damaged file, or an older run without ``trust``
+        """
         run_dir = Path(run_dir)
         run = read_run_config(run_dir)
         env_spec = load_run_env_spec(run_dir)
@@ -368,8 +394,13 @@ class OfflineAgent(Agent):
             devices=[]
         ):  # the initial weights are overwritten: keep the caller's stream
             policy = build_policy(env_spec, run["config"])
-        state = torch.load(run_dir / "policy.zip", map_location="cpu", weights_only=False)
-        policy.load_state_dict(state["state_dict"])
+        weights = run_dir / "policy.zip"
+        try:
+            policy.load_state_dict(_read_weights(weights, trust)["state_dict"])
+        except RuntimeError as e:
+            raise RunDirError(
+                f"{weights}: does not fit the run's policy network ({_first_line(e)})"
+            ) from None
         policy.eval()
         low = np.asarray(env_spec.action_space.low, dtype=np.float32)
         high = np.asarray(env_spec.action_space.high, dtype=np.float32)
@@ -380,6 +411,33 @@ class OfflineAgent(Agent):
             return mid + half * policy(torch.as_tensor(np.asarray(obs, dtype=np.float32))).numpy()
 
         return predict
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an error's text, without terminal colour codes (torch's unpickler adds some)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+def _read_weights(path: Path, trust: bool) -> dict[str, Any]:
+    """The archive :meth:`OfflineAgent.save` wrote: ``weights_only=True``; ``trust`` also unpickles an
+    older archive (it can run code)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise RunDirError(f"{path} is missing") from None
+    except Exception as e:  # any unpickling failure: not an archive of tensors
+        if not trust:
+            raise RunDirError(
+                f"{path}: not an archive of tensors ({_first_line(e)}); a policy saved by an older prefrl "
+                "can only be read by unpickling, which can run code from a crafted file: if you trust "
+                "this folder, load it with --trust (trust=True)"
+            ) from None
+        logger.warning("%s: unpickling the policy (trusted)", path)
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), Mapping):
+        raise RunDirError(f"{path}: not a policy archive (no state_dict)")
+    return state
 
 
 def mean_or_nan(values: torch.Tensor) -> float:

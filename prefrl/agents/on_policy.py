@@ -10,27 +10,41 @@ re-owning the loop:
   reward model at rollout end).
 
 :class:`ProgressCallback` adapts the :class:`~prefrl.evaluation.ProgressHook` to SB3's callback API.
+
+**Saved policy.** :meth:`PPOAgent.save` writes SB3's ``policy.zip`` (an export for SB3 users:
+``PPO.load`` reads it) and, beside it, what prefrl itself reads back without unpickling anything:
+``policy.pt`` (the policy's state dict, read with ``torch.load(weights_only=True)``), ``policy.json``
+(the spaces, ``use_sde`` and ``policy_kwargs`` that rebuild the network) and ``vecnormalize.json`` (the
+observation statistics of ``normalize``). SB3's own loaders unpickle entries of ``policy.zip`` and of a
+``vecnormalize.pkl`` (what runs wrote before), which can run code from a crafted file:
+:meth:`PPOAgent.load_policy` uses them only for such older runs and only with ``trust=True``.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
+import logging
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import torch
+from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
 from prefrl.agents.base import Agent, PredictFn, Schema
 from prefrl.envs import make_vec_env
-from prefrl.errors import SpecError
+from prefrl.errors import RunDirError, SpecError
 from prefrl.evaluation import ProgressHook
-from prefrl.networks import sb3_policy_kwargs
+from prefrl.networks import ACTIVATIONS, sb3_policy_kwargs
 from prefrl.run_dir import load_run_env_spec
 
 if TYPE_CHECKING:
@@ -38,12 +52,30 @@ if TYPE_CHECKING:
     from prefrl.raters.base import Rater
 
 __all__ = [
+    "LEGACY_NORMALIZATION_FILE",
+    "NORMALIZATION_FILE",
+    "POLICY_DESCRIPTION_FILE",
+    "POLICY_FORMAT",
+    "POLICY_WEIGHTS_FILE",
     "PPO_KEYS",
     "PPOAgent",
     "ProgressCallback",
     "linear_schedule",
     "parse_schedule",
 ]
+
+logger = logging.getLogger(__name__)
+
+#: the policy's state dict (``torch.load(weights_only=True)``)
+POLICY_WEIGHTS_FILE = "policy.pt"
+#: what rebuilds the policy network (JSON): spaces, ``use_sde``, ``policy_kwargs``
+POLICY_DESCRIPTION_FILE = "policy.json"
+#: VecNormalize's observation and return statistics and settings (JSON)
+NORMALIZATION_FILE = "vecnormalize.json"
+#: SB3's pickled VecNormalize, written by runs before the safe files (read with ``trust=True`` only)
+LEGACY_NORMALIZATION_FILE = "vecnormalize.pkl"
+#: version of ``policy.json`` / ``vecnormalize.json``
+POLICY_FORMAT = 1
 
 # SB3 PPO constructor arguments owned by PPOAgent (set from the run, the hooks or policy_kwargs)
 _PPO_RESERVED = {
@@ -208,34 +240,291 @@ class PPOAgent(Agent):
         return action
 
     def save(self, path: str | Path) -> None:
+        """SB3's ``policy.zip`` at ``path`` (for SB3 users) and, beside it, the files prefrl reads back
+        without unpickling: ``policy.pt``, ``policy.json`` and, with ``normalize``, ``vecnormalize.json``."""
         path = Path(path)
         self.model.save(path)
-        if isinstance(self.venv, VecNormalize):
-            self.venv.save(path.with_name("vecnormalize.pkl"))
+        directory = path.parent
+        normalizer = self.venv if isinstance(self.venv, VecNormalize) else None
+        description = _policy_description(self.model, normalizer is not None)
+        if normalizer is not None:
+            (directory / NORMALIZATION_FILE).write_text(
+                json.dumps(_normalization_state(normalizer), indent=2)
+            )
+        if description is None:
+            logger.warning(
+                "%s: this policy's spaces or policy_kwargs have no safe description; only SB3's %s was "
+                "written, which prefrl loads with trust=True (--trust) only",
+                directory,
+                path.name,
+            )
+            return
+        torch.save(self.model.policy.state_dict(), directory / POLICY_WEIGHTS_FILE)
+        (directory / POLICY_DESCRIPTION_FILE).write_text(json.dumps(description, indent=2))
 
     @classmethod
-    def load_policy(cls, run_dir: str | Path) -> PredictFn:
-        """The saved SB3 policy (``policy.zip``), normalising observations as ``vecnormalize.pkl`` says."""
+    def load_policy(cls, run_dir: str | Path, trust: bool = False) -> PredictFn:
+        """The saved deterministic policy, normalising observations with the saved statistics.
+
+        Reads ``policy.pt`` (``torch.load(weights_only=True)``), ``policy.json`` and ``vecnormalize.json``:
+        nothing from the run directory can run code. A run saved before these files existed has only
+        SB3's ``policy.zip`` and ``vecnormalize.pkl``, whose loaders unpickle (a crafted file runs code).
+
+        :param trust: read such an older run through SB3's loaders anyway (only for folders you trust).
+        :raises RunDirError: missing, damaged or inconsistent files, or an older run without ``trust``
+        """
         run_dir = Path(run_dir)
-        spec = load_run_env_spec(run_dir)
-        # training-only objects are not restored: acting needs the policy weights alone, and pickled
-        # schedules or buffer classes would break when prefrl's modules move
-        model = PPO.load(run_dir / "policy.zip", device="cpu", custom_objects=_ACT_ONLY)
-        normalize = None
-        if (run_dir / "vecnormalize.pkl").is_file():
-            normalize = VecNormalize.load(str(run_dir / "vecnormalize.pkl"), make_vec_env(spec, n_envs=1))
-            normalize.training = False
-
-        def predict(obs: np.ndarray) -> np.ndarray:
-            if normalize is not None:
-                obs = normalize.normalize_obs(obs)
-            action, _ = model.predict(obs, deterministic=True)
-            return action
-
-        return predict
+        if (run_dir / POLICY_WEIGHTS_FILE).is_file() or (run_dir / POLICY_DESCRIPTION_FILE).is_file():
+            return _load_safe_policy(run_dir)
+        if not trust:
+            raise RunDirError(
+                f"{run_dir} has no {POLICY_WEIGHTS_FILE}: it was saved before prefrl's safe policy files, "
+                f"and its policy.zip / {LEGACY_NORMALIZATION_FILE} can only be read by unpickling, which "
+                "can run code from a crafted file; if you trust this folder, load it with --trust "
+                "(trust=True)"
+            )
+        return _load_sb3_policy(run_dir)
 
     def close(self) -> None:
         self.venv.close()
+
+
+# ---- the saved policy: safe files and SB3's archive ------------------------------------------------------
+
+#: SB3 policy classes prefrl rebuilds from ``policy.json`` (PPO's ``MlpPolicy``)
+_POLICY_CLASSES: dict[str, type[ActorCriticPolicy]] = {"ActorCriticPolicy": ActorCriticPolicy}
+#: ``policy_kwargs`` that ``policy.json`` may hold: plain values, plus the activation by name
+_DESCRIBED_KWARGS = (
+    "net_arch",
+    "activation_fn",
+    "ortho_init",
+    "log_std_init",
+    "full_std",
+    "use_expln",
+    "squash_output",
+    "share_features_extractor",
+    "normalize_images",
+)
+#: numeric dtypes a saved space may have
+_SPACE_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
+
+
+def _space_description(space: spaces.Space) -> dict[str, Any] | None:
+    """A JSON description of a Box / Discrete / MultiDiscrete / MultiBinary space (``None``: other)."""
+    if isinstance(space, spaces.Box):
+        return {
+            "type": "Box",
+            "shape": list(space.shape),
+            "dtype": str(space.dtype),
+            "low": space.low.tolist(),
+            "high": space.high.tolist(),
+        }
+    if isinstance(space, spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, spaces.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": space.nvec.tolist()}
+    if isinstance(space, spaces.MultiBinary):
+        return {"type": "MultiBinary", "n": np.asarray(space.n).tolist()}
+    return None
+
+
+def _space_from_description(data: Any, where: str) -> spaces.Space:
+    """The space :func:`_space_description` described; :class:`RunDirError` for anything else."""
+    try:
+        kind = data["type"]
+        if kind == "Box":
+            if str(data["dtype"]) not in _SPACE_DTYPES:
+                raise ValueError(f"dtype {data['dtype']!r}")
+            dtype = np.dtype(str(data["dtype"]))
+            shape = tuple(int(n) for n in data["shape"])
+            low = np.asarray(data["low"], dtype=np.float64).reshape(shape).astype(dtype)
+            high = np.asarray(data["high"], dtype=np.float64).reshape(shape).astype(dtype)
+            return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
+        if kind == "Discrete":
+            return spaces.Discrete(int(data["n"]), start=int(data["start"]))
+        if kind == "MultiDiscrete":
+            return spaces.MultiDiscrete(np.asarray(data["nvec"], dtype=np.int64))
+        if kind == "MultiBinary":
+            return spaces.MultiBinary(data["n"])
+        raise ValueError(f"unknown space type {kind!r}")
+    except (KeyError, TypeError, ValueError) as e:
+        raise RunDirError(f"{where}: not a valid space description ({e})") from None
+
+
+def _policy_description(model: PPO, normalized: bool) -> dict[str, Any] | None:
+    """``policy.json``: what rebuilds ``model.policy`` (``None`` if it holds something JSON cannot)."""
+    kwargs = dict(model.policy_kwargs)
+    if not set(kwargs) <= set(_DESCRIBED_KWARGS) or type(model.policy) not in _POLICY_CLASSES.values():
+        return None
+    if "activation_fn" in kwargs:
+        names = [name for name, module in ACTIVATIONS.items() if module is kwargs["activation_fn"]]
+        if not names:
+            return None
+        kwargs["activation_fn"] = names[0]
+    observation_space = _space_description(model.observation_space)
+    action_space = _space_description(model.action_space)
+    if observation_space is None or action_space is None:
+        return None
+    description = {
+        "format": POLICY_FORMAT,
+        "policy_class": type(model.policy).__name__,
+        "observation_space": observation_space,
+        "action_space": action_space,
+        "use_sde": bool(model.use_sde),
+        "policy_kwargs": kwargs,
+        "normalization": NORMALIZATION_FILE if normalized else None,
+    }
+    try:
+        json.dumps(description)
+    except (TypeError, ValueError):
+        return None
+    return description
+
+
+def _normalization_state(venv: VecNormalize) -> dict[str, Any]:
+    """``vecnormalize.json``: VecNormalize's settings and running statistics (observations: Box only)."""
+
+    def stats(rms: Any) -> dict[str, Any] | None:
+        if rms is None or isinstance(rms, dict):
+            return None
+        return {
+            "mean": np.asarray(rms.mean).tolist(),
+            "var": np.asarray(rms.var).tolist(),
+            "count": float(rms.count),
+        }
+
+    return {
+        "format": POLICY_FORMAT,
+        "norm_obs": bool(venv.norm_obs),
+        "norm_reward": bool(venv.norm_reward),
+        "clip_obs": float(venv.clip_obs),
+        "clip_reward": float(venv.clip_reward),
+        "gamma": float(venv.gamma),
+        "epsilon": float(venv.epsilon),
+        "obs_rms": stats(getattr(venv, "obs_rms", None)),
+        "ret_rms": stats(venv.ret_rms),
+    }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"{path} is missing") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunDirError(f"{path}: not valid JSON ({e}); the file is damaged or was edited") from None
+    if not isinstance(data, dict) or data.get("format") != POLICY_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise RunDirError(f"{path}: format {found!r}, this prefrl reads format {POLICY_FORMAT}")
+    return data
+
+
+def _observation_normalizer(path: Path, shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+    """VecNormalize's ``normalize_obs`` with the statistics of ``vecnormalize.json`` (the same arithmetic)."""
+    data = _read_json(path)
+    try:
+        if not data["norm_obs"]:
+            return lambda obs: obs
+        mean = np.asarray(data["obs_rms"]["mean"], dtype=np.float64)
+        var = np.asarray(data["obs_rms"]["var"], dtype=np.float64)
+        clip, epsilon = float(data["clip_obs"]), float(data["epsilon"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise RunDirError(f"{path}: not a valid normaliser ({type(e).__name__}: {e})") from None
+    if mean.shape != shape or var.shape != shape:
+        raise RunDirError(f"{path}: statistics of shape {mean.shape}, the policy observes {shape}")
+
+    def normalize(obs: np.ndarray) -> np.ndarray:
+        return np.clip((obs - mean) / np.sqrt(var + epsilon), -clip, clip).astype(np.float32)
+
+    return normalize
+
+
+def _load_safe_policy(run_dir: Path) -> PredictFn:
+    """The policy of ``policy.pt`` + ``policy.json`` (+ ``vecnormalize.json``): no unpickling."""
+    where = run_dir / POLICY_DESCRIPTION_FILE
+    description = _read_json(where)
+    try:
+        policy_class = _POLICY_CLASSES[description["policy_class"]]
+        kwargs = dict(description["policy_kwargs"])
+        use_sde = bool(description["use_sde"])
+        normalization = description["normalization"]
+        observation, action = description["observation_space"], description["action_space"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise RunDirError(f"{where}: not a valid policy description (bad or missing {e})") from None
+    unknown = sorted(set(kwargs) - set(_DESCRIBED_KWARGS))
+    if unknown:
+        raise RunDirError(f"{where}: policy_kwargs {unknown} cannot be rebuilt")
+    observation_space = _space_from_description(observation, f"{where} observation_space")
+    action_space = _space_from_description(action, f"{where} action_space")
+    weights = run_dir / POLICY_WEIGHTS_FILE
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise RunDirError(f"{weights} is missing (named by {where})") from None
+    except Exception as e:  # any unpickling failure: the file is not a plain tensor dict
+        raise RunDirError(f"{weights}: not a readable weights file ({_first_line(e)})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RunDirError(f"{weights}: not a state dict of tensors")
+    try:
+        # the initial weights are overwritten: keep the caller's random stream
+        with torch.random.fork_rng(devices=[]):
+            policy = policy_class(
+                observation_space,
+                action_space,
+                linear_schedule(0.0),
+                use_sde=use_sde,
+                **sb3_policy_kwargs(kwargs),
+            )
+        policy.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise RunDirError(
+            f"{weights}: does not fit the policy described in {where} ({_first_line(e)})"
+        ) from None
+    policy.set_training_mode(False)
+    normalize = None
+    if normalization is not None:
+        if normalization != NORMALIZATION_FILE:
+            raise RunDirError(f"{where}: normalization must be {NORMALIZATION_FILE!r} or null")
+        normalize = _observation_normalizer(run_dir / NORMALIZATION_FILE, tuple(observation_space.shape))
+
+    def predict(obs: np.ndarray) -> np.ndarray:
+        if normalize is not None:
+            obs = normalize(obs)
+        action, _ = policy.predict(obs, deterministic=True)
+        return action
+
+    return predict
+
+
+def _load_sb3_policy(run_dir: Path) -> PredictFn:
+    """SB3's own loaders (they unpickle): ``policy.zip`` and ``vecnormalize.pkl`` of an older run."""
+    spec = load_run_env_spec(run_dir)
+    # training-only objects are not restored: acting needs the policy weights alone, and pickled
+    # schedules or buffer classes would break when prefrl's modules move
+    model = PPO.load(run_dir / "policy.zip", device="cpu", custom_objects=_ACT_ONLY)
+    normalize: Callable[[np.ndarray], np.ndarray] | None = None
+    if (run_dir / LEGACY_NORMALIZATION_FILE).is_file():
+        stats = VecNormalize.load(str(run_dir / LEGACY_NORMALIZATION_FILE), make_vec_env(spec, n_envs=1))
+        stats.training = False
+        normalize = stats.normalize_obs  # type: ignore[assignment]
+    elif (run_dir / NORMALIZATION_FILE).is_file():
+        normalize = _observation_normalizer(
+            run_dir / NORMALIZATION_FILE, tuple(model.observation_space.shape)
+        )
+
+    def predict(obs: np.ndarray) -> np.ndarray:
+        if normalize is not None:
+            obs = normalize(obs)
+        action, _ = model.predict(obs, deterministic=True)
+        return action
+
+    return predict
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an error's text, without terminal colour codes (torch's unpickler adds some)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 class ProgressCallback(BaseCallback):

@@ -80,6 +80,12 @@ def add_parser(subparsers: Any) -> None:
         help="SAC: continue the run whose training state is kept beside the output folder "
         "(OUT.training/seedS, e.g. ~/.cache/prefrl/oracles/ENV.training/seed0), up to --steps in total",
     )
+    train.add_argument(
+        "--trust",
+        action="store_true",
+        help="with --resume: also read a training state saved by an older prefrl as SB3's model.zip, "
+        "which is UNPICKLED: a crafted file runs code. Only for states you wrote yourself",
+    )
     evl = orc_sub.add_parser(
         "eval",
         help="re-measure an oracle's checkpoints and value function (prints its folder)",
@@ -160,6 +166,7 @@ def cmd_oracle(args: argparse.Namespace) -> int:
             max_minutes=args.max_minutes,
             resume=args.resume,
             progress_bar=sys.stdout.isatty(),
+            trust=args.trust,
         )
     elif args.oracle_command == "correct-value":
         echo_progress("prefrl.oracle")

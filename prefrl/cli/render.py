@@ -41,13 +41,26 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=320, help="frame width in pixels")
     p.add_argument("--height", type=int, default=240, help="frame height in pixels")
     p.add_argument("--seed", type=int, default=0, help="seeds the episodes (and the pair's segments)")
+    p.add_argument(
+        "--trust",
+        action="store_true",
+        help="also load a --run saved before prefrl's safe policy files (policy.pt, vecnormalize.json) "
+        "through SB3's / torch's loaders, which UNPICKLE policy.zip and vecnormalize.pkl: a crafted file "
+        "runs code. Only for run folders you made yourself or fully trust",
+    )
     p.set_defaults(func=cmd_render)
     return p
 
 
 def cmd_render(args: argparse.Namespace) -> int:
     """``prefrl render``; a :class:`RenderError` prints what to install and exits with status 3."""
-    options = {"fps": args.fps, "width": args.width, "height": args.height, "seed": args.seed}
+    options = {
+        "fps": args.fps,
+        "width": args.width,
+        "height": args.height,
+        "seed": args.seed,
+        "trust": args.trust,
+    }
     try:
         if args.pair:
             env = args.env

@@ -69,9 +69,11 @@ __all__ = [
     "CheckpointInfo",
     "Oracle",
     "OracleManifest",
+    "confined_path",
     "env_argument",
     "file_sha256",
     "forget_oracle",
+    "is_plain_name",
     "is_shipped",
     "load_oracle",
     "load_value_correction",
@@ -150,11 +152,27 @@ class OracleManifest:
     complete: bool = False
 
     @staticmethod
-    def from_dict(data: dict[str, Any]) -> OracleManifest:
+    def from_dict(data: dict[str, Any], where: str = "oracle manifest") -> OracleManifest:
+        """The manifest of a ``manifest.json`` mapping.
+
+        :param where: names the file in errors.
+        :raises OracleError: a file name that is not a plain name inside the oracle folder, or an
+            unknown algorithm
+        """
         data = dict(data)
         data["expert"] = CheckpointInfo(**data["expert"])
         data["levels"] = [CheckpointInfo(**level) for level in data.get("levels", [])]
-        return OracleManifest(**data)
+        manifest = OracleManifest(**data)
+        names = [manifest.expert.file, *(level.file for level in manifest.levels), *manifest.files]
+        for name in names:
+            if not is_plain_name(name):
+                raise OracleError(
+                    f"{where} names the file {name!r}, which is not a plain file name inside the oracle "
+                    "folder: refused (a crafted or damaged manifest)"
+                )
+        if manifest.algo not in ALGOS:
+            raise OracleError(f"{where}: unknown algo {manifest.algo!r}; expected one of {sorted(ALGOS)}")
+        return manifest
 
     def save(self, directory: Path) -> None:
         """Write ``manifest.json`` into the checkpoint ``directory`` (a temporary file renamed into place).
@@ -175,6 +193,28 @@ class OracleManifest:
     @property
     def correction_accepted(self) -> bool:
         return bool((self.value_correction or {}).get("accepted"))
+
+
+def is_plain_name(name: Any) -> bool:
+    """Whether ``name`` is one plain file or folder name: no path separator, not ``.`` or ``..``."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and not any(sep in name for sep in ("/", "\\", "\x00"))
+    )
+
+
+def confined_path(root: Path, name: str, what: str) -> Path:
+    """``root / name``, refused unless ``name`` is a plain name whose resolved path stays inside ``root``.
+
+    :param what: what ``name`` is, for the error (e.g. ``"oracle.checkpoint"``)
+    :raises OracleError: a path (``../x``, ``/etc``) or a link leading out of ``root``
+    """
+    root = Path(root)
+    path = root / name if is_plain_name(name) else None
+    if path is None or not path.resolve().is_relative_to(root.resolve()):
+        raise OracleError(f"{what} {name!r} is not a plain name inside {root}: refused")
+    return path
 
 
 def env_argument(spec: EnvSpec) -> str:
@@ -287,7 +327,8 @@ class Oracle:
     def _model(self, name: str) -> BaseAlgorithm:
         if name not in self._models:
             model = _build_model(self.spec, self.manifest.algo, self.manifest.policy_kwargs)
-            self._norms[name] = _load_weights(model, self.directory / self._info(name).file, self.spec)
+            path = confined_path(self.directory, self._info(name).file, "oracle checkpoint file")
+            self._norms[name] = _load_weights(model, path, self.spec)
             model.policy.set_training_mode(False)
             self._models[name] = model
         return self._models[name]
@@ -400,11 +441,13 @@ def user_oracle_dir(spec: EnvSpec) -> Path:
 
 
 def shipped_oracle_dir(spec: EnvSpec) -> Path:
-    """The spec's shipped oracle (``oracle.checkpoint`` in the spec, default the spec name, under
-    :data:`CHECKPOINT_ROOT` unless absolute)."""
+    """The spec's shipped oracle: ``oracle.checkpoint`` in the spec (default the spec name), a folder of
+    :data:`CHECKPOINT_ROOT`.
+
+    :raises OracleError: the name is a path or leads out of :data:`CHECKPOINT_ROOT`
+    """
     name = (spec.oracle or {}).get("checkpoint") or spec.name
-    path = Path(name)
-    return path if path.is_absolute() else CHECKPOINT_ROOT / path
+    return confined_path(CHECKPOINT_ROOT, name, f"env '{spec.name}': oracle.checkpoint")
 
 
 def is_shipped(directory: Path) -> bool:
@@ -517,7 +560,7 @@ def read_manifest(
             f"{_repair_hint(spec, directory)}"
         )
     try:
-        manifest = OracleManifest.from_dict(json.loads(manifest_path.read_text()))
+        manifest = OracleManifest.from_dict(json.loads(manifest_path.read_text()), str(manifest_path))
     except (json.JSONDecodeError, TypeError, KeyError) as e:
         reason = (str(e).splitlines() or [""])[0][:100]
         raise OracleError(
@@ -564,7 +607,7 @@ def verify_oracle(spec: EnvSpec, directory: Path, manifest: OracleManifest, skip
         if name in skip:
             continue
         fix = _how_to_correct(spec, directory) if name == CORRECTION_FILE else hint
-        path = directory / name
+        path = confined_path(directory, name, f"{MANIFEST} file")
         if not path.is_file():
             raise OracleError(f"oracle folder {directory} is incomplete: {name} is missing; {fix}")
         if file_sha256(path) != expected:

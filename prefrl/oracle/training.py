@@ -59,7 +59,7 @@ from prefrl.oracle.loading import (
 )
 from prefrl.oracle.quality import value_quality
 from prefrl.oracle.storage import copy_oracle_files, refuse_package_tree, seal_oracle, staged_oracle_dir
-from prefrl.oracle.training_state import META, SaveTrainingState, load_training_state, read_meta
+from prefrl.oracle.training_state import META, SaveTrainingState, read_meta, restore_training_state
 from prefrl.oracle.value_correction import ValueCorrection, fit_value_correction
 from prefrl.spec_utils import check_keys, deep_update, load_yaml, shipped_spec_dir
 
@@ -277,11 +277,14 @@ def _train(
     state_dir: Path | None = None,
     resume: bool = False,
     progress_bar: bool = False,
+    trust: bool = False,
 ) -> tuple[BaseAlgorithm, list[Snapshot], float]:
     """Train with SB3; SAC from ``agents/oracle.yaml``, PPO with the tuned ``agents/ppo.yaml`` settings.
 
     SAC runs save their state to ``state_dir`` every ``SAVE_STATE_EVERY`` steps and when they end, and
-    ``resume`` continues from it. Progress: SB3's bar with ``progress_bar``, else a log line every ~10%.
+    ``resume`` continues from it (``trust``: also a state an older prefrl pickled, see
+    :func:`~prefrl.oracle.training_state.restore_training_state`). Progress: SB3's bar with
+    ``progress_bar``, else a log line every ~10%.
     Returns the model, the policy snapshots and the wall time of all sessions.
     """
     snapshots = _SnapshotCallback(every=max(steps // 40, 1))
@@ -293,24 +296,25 @@ def _train(
         identity = {"env": spec.name, "seed": seed, "algo": algo}
         venv = make_vec_env(spec, n_envs=1, seed=seed)
         earlier_wall = 0.0
+        if not resume and (state_dir / META).exists():
+            try:
+                step = f"step {read_meta(state_dir).get('num_timesteps')}"
+            except TrainingStateError:  # a damaged state cannot be resumed: starting afresh is the fix
+                step = "damaged"
+            warnings.warn(
+                f"starting {spec.name} afresh: its saved training state in {state_dir} ({step}) will "
+                "be replaced; pass --resume to continue it",
+                stacklevel=3,
+            )
+        kwargs = dict(config.get("policy_kwargs", {}))
+        # a resumed run is built from the same config, then gets the saved weights, optimisers, counters
+        # and buffer (nothing of the state is unpickled)
+        model = SAC("MlpPolicy", venv, policy_kwargs=kwargs, seed=seed, device="cpu", **config["sac"])
         if resume:
-            model, saved, meta = load_training_state(SAC, state_dir, venv, expect=identity)
+            saved, meta = restore_training_state(model, state_dir, expect=identity, trust=trust)
             snapshots.snapshots = [Snapshot(**snapshot) for snapshot in saved]
             earlier_wall = float(meta.get("wall_s", 0.0))
             logger.info(f"resuming {spec.name} from step {model.num_timesteps} ({state_dir})")
-        else:
-            if (state_dir / META).exists():
-                try:
-                    step = f"step {read_meta(state_dir).get('num_timesteps')}"
-                except TrainingStateError:  # a damaged state cannot be resumed: starting afresh is the fix
-                    step = "damaged"
-                warnings.warn(
-                    f"starting {spec.name} afresh: its saved training state in {state_dir} ({step}) will "
-                    "be replaced; pass --resume to continue it",
-                    stacklevel=3,
-                )
-            kwargs = dict(config.get("policy_kwargs", {}))
-            model = SAC("MlpPolicy", venv, policy_kwargs=kwargs, seed=seed, device="cpu", **config["sac"])
         saver = SaveTrainingState(
             state_dir,
             SAVE_STATE_EVERY,
@@ -383,6 +387,7 @@ def train_oracle(
     state_dir: Path | None = None,
     value_correction: dict[str, Any] | None = None,
     progress_bar: bool = False,
+    trust: bool = False,
 ) -> Path:
     """Train an expert on the true reward, save it with skill-level checkpoints, record R_random/R_oracle.
 
@@ -399,6 +404,8 @@ def train_oracle(
     :param out: the oracle folder (default: the user folder, :func:`prefrl.oracle.loading.user_oracle_dir`);
         it is replaced as a whole once the new oracle is complete. The shipped checkpoints are refused.
     :param progress_bar: SB3's progress bar instead of a log line every ~10% of the steps.
+    :param trust: with ``resume``, also read a training state saved by an older prefrl as SB3's pickled
+        ``model.zip`` (a crafted file runs code: only for states you wrote yourself).
     :returns: the folder. ``R_random`` / ``R_oracle`` are in its manifest; the env YAML is not changed.
     """
     th.set_num_threads(1)
@@ -422,7 +429,7 @@ def train_oracle(
     )
     try:
         model, snapshots, wall = _train(
-            spec, algo, config, steps, seed, stop_return, max_minutes, state_dir, resume, progress_bar
+            spec, algo, config, steps, seed, stop_return, max_minutes, state_dir, resume, progress_bar, trust
         )
         with staged_oracle_dir(out) as staged:
             manifest = _save_oracle(

@@ -247,7 +247,8 @@ def test_normalize_uses_training_statistics(pendulum, tmp_path):
     expected, _ = agent.model.predict(agent.venv.normalize_obs(obs), deterministic=True)
     np.testing.assert_array_equal(agent.predict(obs), expected)
     agent.save(tmp_path / "policy.zip")
-    assert (tmp_path / "policy.zip").is_file() and (tmp_path / "vecnormalize.pkl").is_file()
+    assert (tmp_path / "policy.zip").is_file() and (tmp_path / "vecnormalize.json").is_file()
+    assert (tmp_path / "policy.pt").is_file() and not (tmp_path / "vecnormalize.pkl").exists()
     agent.close()
 
 

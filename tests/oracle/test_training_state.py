@@ -11,7 +11,7 @@ from stable_baselines3 import SAC
 
 from prefrl.envs import load_env_spec, make_vec_env
 from prefrl.errors import TrainingStateError
-from prefrl.oracle.training_state import load_training_state, save_training_state
+from prefrl.oracle.training_state import restore_training_state, save_training_state
 
 IDENTITY = {"env": "pendulum", "seed": 0, "algo": "sac"}
 
@@ -34,8 +34,8 @@ def test_round_trip_restores_model_buffer_and_payload(trained, tmp_path):
     # only the filled part of the buffer is written
     with np.load(tmp_path / "replay.npz") as data:
         assert len(data["observations"]) == 300
-    env = make_vec_env(load_env_spec("pendulum"), n_envs=1, seed=0)
-    model, extra, meta = load_training_state(SAC, tmp_path, env, expect=IDENTITY)
+    model = _sac()  # built afresh from the same settings, as a resumed oracle run does
+    extra, meta = restore_training_state(model, tmp_path, expect=IDENTITY)
     assert extra == {"snapshots": [1, 2]} and meta["num_timesteps"] == 300 == model.num_timesteps
     for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
         restored, original = getattr(model.replay_buffer, name), getattr(trained.replay_buffer, name)
@@ -54,25 +54,30 @@ def test_full_ring_buffer_round_trips(tmp_path):
     model = _sac(buffer_size=120)
     model.learn(200)  # wraps: pos 80, full
     save_training_state(model, tmp_path, IDENTITY)
-    restored, _, _ = load_training_state(SAC, tmp_path, model.get_env(), expect=IDENTITY)
+    restored = _sac(buffer_size=120)
+    restore_training_state(restored, tmp_path, expect=IDENTITY)
     buffer = restored.replay_buffer
     assert buffer.full and buffer.pos == 80
     np.testing.assert_array_equal(buffer.observations, model.replay_buffer.observations)
 
 
 def test_mismatched_missing_and_corrupted_states_are_named(trained, tmp_path):
-    env = trained.get_env()
+    fresh = _sac()
     with pytest.raises(TrainingStateError, match="nothing to resume"):
-        load_training_state(SAC, tmp_path / "none", env, expect=IDENTITY)
+        restore_training_state(fresh, tmp_path / "none", expect=IDENTITY)
     save_training_state(trained, tmp_path, IDENTITY)
     with pytest.raises(TrainingStateError, match="seed=0, not 1"):
-        load_training_state(SAC, tmp_path, env, expect={**IDENTITY, "seed": 1})
+        restore_training_state(fresh, tmp_path, expect={**IDENTITY, "seed": 1})
+    venv = make_vec_env(load_env_spec("pendulum"), n_envs=1, seed=0)
+    wider = SAC("MlpPolicy", venv, buffer_size=1000, policy_kwargs=dict(net_arch=[32, 32]), seed=0)
+    with pytest.raises(TrainingStateError, match=r"does not fit this model.*size mismatch"):
+        restore_training_state(wider, tmp_path, expect=IDENTITY)  # another architecture in the config
     (tmp_path / "replay.npz").write_bytes(b"not an archive")
     with pytest.raises(TrainingStateError, match="corrupted training state"):
-        load_training_state(SAC, tmp_path, env, expect=IDENTITY)
+        restore_training_state(fresh, tmp_path, expect=IDENTITY)
     (tmp_path / "meta.json").write_text("{truncated")
     with pytest.raises(TrainingStateError, match="corrupted training state"):
-        load_training_state(SAC, tmp_path, env, expect=IDENTITY)
+        restore_training_state(fresh, tmp_path, expect=IDENTITY)
 
 
 def test_failed_save_keeps_the_previous_state(trained, tmp_path, monkeypatch):
@@ -86,5 +91,5 @@ def test_failed_save_keeps_the_previous_state(trained, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         save_training_state(trained, tmp_path, {**IDENTITY, "wall_s": 5.0}, extra="second")
     monkeypatch.undo()
-    _, extra, meta = load_training_state(SAC, tmp_path, trained.get_env(), expect=IDENTITY)
+    extra, meta = restore_training_state(_sac(), tmp_path, expect=IDENTITY)
     assert extra == "first" and meta == before
