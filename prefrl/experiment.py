@@ -2,14 +2,20 @@
 
 The run directory's layout is described in :mod:`prefrl.run_dir`.
 
-A directory with ``done`` is skipped (resumable sweeps); a directory without it is a previous attempt that
-was interrupted, and is cleared before the run starts again, so halves of two attempts never mix. A failed
-run leaves ``error.txt`` with the traceback.
+* A directory with ``done`` and the same settings is skipped (resumable sweeps). The settings are
+  identified by their hash (:class:`RunSettings`, recorded in ``config.yaml``); a finished run with other
+  settings stops the run with one line naming the keys that differ (:func:`compare_finished_run`), or,
+  with ``beside=True``, the new run goes next to it (``<run_dir>-<hash>``, :func:`prefrl.run_dir.beside_dir`).
+* A directory without ``done`` is a previous attempt that was interrupted: it is cleared before the run
+  starts again, so halves of two attempts never mix.
+* The run holds the directory's lock (:class:`prefrl.run_dir.RunLock`) from before the clearing to the
+  ``done`` marker: a directory another live process is writing is neither cleared nor trained twice
+  (:class:`prefrl.run_dir.RunDirLockedError`).
+* A failed run leaves ``error.txt`` with the traceback.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import socket
@@ -19,7 +25,9 @@ import time
 import traceback
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,24 +36,47 @@ import yaml
 from stable_baselines3.common.utils import set_random_seed
 
 from prefrl.agents.registry import get_agent_class, make_agent
-from prefrl.config import load_agent_config
+from prefrl.config import check_budgets, load_agent_config
 from prefrl.envs import EnvSpec, load_env_spec
 from prefrl.errors import ConfigError
 from prefrl.evaluation import ProgressHook
 from prefrl.oracle.loading import with_oracle_anchors
 from prefrl.raters import Rater, make_rater
 from prefrl.run_dir import (
+    CONFIG_FILE,
+    ENV_SPEC_FILE,
+    SETTINGS_HASH_KEY,
+    RunLock,
+    beside_dir,
     default_run_dir,
+    differing_keys,
     is_done,
     load_run_env_spec,
     mark_done,
     prepare_run_dir,
+    read_run_config,
+    settings_hash,
     write_env_spec,
     write_json,
 )
 from prefrl.spec_utils import PROJECT_ROOT
 
+__all__ = [
+    "RunAttempt",
+    "RunSettings",
+    "attempt_run",
+    "compare_finished_run",
+    "rater_label",
+    "resolve_run",
+    "resolve_settings",
+    "run_experiment",
+    "settings_conflict_message",
+]
+
 logger = logging.getLogger(__name__)
+
+#: differing keys named in a message before the rest is only counted
+_KEYS_SHOWN = 6
 
 #: packages whose versions are recorded in meta.json
 _PACKAGES = ("prefrl", "torch", "gymnasium", "mujoco", "stable-baselines3", "numpy")
@@ -129,6 +160,7 @@ def resolve_run(
             raise ConfigError(f"{key} must be positive, got {config[key]!r}")
     total_steps = _check_budget(config["total_steps"] if steps is None else steps, "steps")
     query_budget = _check_budget(config["queries"] if queries is None else queries, "queries")
+    check_budgets(env_spec, total_steps, query_budget)  # bounds, and the queries' memory
     # the budgets actually used, so config.yaml never shows two different ones
     config["total_steps"], config["queries"] = total_steps, query_budget
     if isinstance(rater, str):
@@ -146,6 +178,130 @@ def resolve_run(
     }
 
 
+@dataclass(frozen=True, eq=False)
+class RunSettings:
+    """Everything that decides what a run computes: its run description and its full env spec.
+
+    :param env_spec: the env spec the run trains on (with its oracle's anchors, as stored in env.yaml)
+    :param run: the resolved run description (:func:`resolve_run`; what config.yaml stores)
+    """
+
+    env_spec: EnvSpec
+    run: Mapping[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as plain data: the run description and the env spec under ``env_spec``."""
+        return {**self.run, "env_spec": self.env_spec.to_dict()}
+
+    @cached_property
+    def digest(self) -> str:
+        """The settings hash (:func:`prefrl.run_dir.settings_hash`): equal hashes, the same run."""
+        return settings_hash(self.as_dict())
+
+    def with_seed(self, seed: int) -> RunSettings:
+        """The same settings for another seed."""
+        return RunSettings(self.env_spec, {**self.run, "seed": int(seed)})
+
+
+@dataclass(frozen=True)
+class RunAttempt:
+    """What :func:`attempt_run` did: the run directory, and whether this call trained it (False: it was
+    already done with the same settings)."""
+
+    run_dir: Path
+    trained: bool
+
+
+def resolve_settings(
+    env: str | Path | EnvSpec,
+    agent: str,
+    rater: str | Rater | None,
+    seed: int,
+    steps: int | None = None,
+    queries: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    eval_freq: int | None = None,
+    n_eval_episodes: int | None = None,
+) -> RunSettings:
+    """The :class:`RunSettings` of a run: env spec with anchors, run description (:func:`resolve_run`).
+
+    Arguments as :func:`run_experiment`; invalid input raises before anything is written.
+    """
+    # a spec without anchors (a user spec) is normalised with those its trained oracle measured
+    env_spec = with_oracle_anchors(load_env_spec(env))
+    run = resolve_run(env_spec, agent, rater, seed, steps, queries, overrides, eval_freq, n_eval_episodes)
+    return RunSettings(env_spec, run)
+
+
+def _stored_env_spec(run_dir: Path) -> Any:
+    try:
+        return yaml.safe_load((run_dir / ENV_SPEC_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def compare_finished_run(run_dir: str | Path, settings: RunSettings) -> list[str] | None:
+    """How the finished run in ``run_dir`` differs from ``settings``.
+
+    :returns: ``None`` if ``run_dir`` holds no finished run; ``[]`` if it was run with the same settings;
+        otherwise the differing keys, dotted (``steps``, ``config.ppo.learning_rate``,
+        ``env_spec.kwargs.g``). A run from before settings hashes is compared on its config.yaml alone.
+    :raises RunDirError: the finished run's config.yaml is missing or damaged
+    """
+    run_dir = Path(run_dir)
+    if not is_done(run_dir):
+        return None
+    stored = read_run_config(run_dir)
+    recorded = stored.pop(SETTINGS_HASH_KEY, None)
+    if recorded is None:
+        return differing_keys(stored, settings.run)
+    if recorded == settings.digest:
+        return []
+    # an equal key-by-key comparison means only the representation changed: the same settings
+    return differing_keys({**stored, "env_spec": _stored_env_spec(run_dir)}, settings.as_dict())
+
+
+def _format_keys(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_KEYS_SHOWN])
+    return shown + (f" and {len(keys) - _KEYS_SHOWN} more" if len(keys) > _KEYS_SHOWN else "")
+
+
+def settings_conflict_message(run_dir: str | Path, keys: list[str], count: int = 1) -> str:
+    """One line: ``run_dir`` (and ``count - 1`` others) holds a finished run with other ``keys``."""
+    if count == 1:
+        where, them, runs = f"{run_dir} holds a finished run", "it", "run next to it"
+    else:
+        where, them = f"{count} run directories (e.g. {run_dir}) hold finished runs", "them"
+        runs = "runs next to them"
+    return (
+        f"{where} with other settings (differing: {_format_keys(keys)}); delete {them}, choose another "
+        f"--out, or pass --beside (beside=True) to write the new {runs}"
+    )
+
+
+def _settled_run_dir(run_dir: Path, settings: RunSettings, beside: bool) -> Path:
+    """``run_dir``, or the directory beside it when it is finished with other settings and ``beside``.
+
+    :raises ConfigError: the finished run has other settings and ``beside`` is off
+    """
+    differing = compare_finished_run(run_dir, settings)
+    if not differing:
+        return run_dir
+    if not beside:
+        raise ConfigError(settings_conflict_message(run_dir, differing))
+    other = beside_dir(run_dir, settings.digest)
+    again = compare_finished_run(other, settings)
+    if again:
+        raise ConfigError(settings_conflict_message(other, again))
+    logger.info(
+        "%s is finished with other settings (%s): this run goes beside it, to %s",
+        run_dir,
+        _format_keys(differing),
+        other,
+    )
+    return other
+
+
 def run_experiment(
     env: str | Path | EnvSpec,
     agent: str,
@@ -158,6 +314,7 @@ def run_experiment(
     eval_freq: int | None = None,
     n_eval_episodes: int | None = None,
     progress_bar: bool | None = None,
+    beside: bool = False,
 ) -> Path:
     """Train ``agent`` on ``env`` with ``rater`` and write one run directory; return its path.
 
@@ -174,18 +331,67 @@ def run_experiment(
     :param eval_freq: env steps between evaluations (overrides the config)
     :param n_eval_episodes: episodes per evaluation (overrides the config)
     :param progress_bar: show a progress bar (default: when stdout is a terminal)
+    :param beside: when ``out`` holds a finished run with other settings, write this run next to it
+        (``<out>-<settings hash>``) instead of stopping
+    :returns: the run directory (``out``, or the one beside it); a finished run with the same settings is
+        returned without training
+    :raises ConfigError: ``out`` holds a finished run with other settings (one line naming the keys)
+    :raises RunDirLockedError: another live process is writing ``out``
     """
-    # a spec without anchors (a user spec) is normalised with those its trained oracle measured
-    env_spec = with_oracle_anchors(load_env_spec(env))
-    run = resolve_run(env_spec, agent, rater, seed, steps, queries, overrides, eval_freq, n_eval_episodes)
+    return attempt_run(
+        env,
+        agent,
+        rater,
+        seed,
+        steps,
+        queries,
+        out,
+        overrides,
+        eval_freq,
+        n_eval_episodes,
+        progress_bar,
+        beside,
+    ).run_dir
+
+
+def attempt_run(
+    env: str | Path | EnvSpec,
+    agent: str,
+    rater: str | Rater | None,
+    seed: int,
+    steps: int | None = None,
+    queries: int | None = None,
+    out: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    eval_freq: int | None = None,
+    n_eval_episodes: int | None = None,
+    progress_bar: bool | None = None,
+    beside: bool = False,
+) -> RunAttempt:
+    """:func:`run_experiment`, also saying whether this call trained the run or found it done."""
+    settings = resolve_settings(
+        env, agent, rater, seed, steps, queries, overrides, eval_freq, n_eval_episodes
+    )
+    run = settings.run
     run_dir = Path(out) if out is not None else default_run_dir(run["env"], agent, run["rater"], seed)
+    run_dir = _settled_run_dir(run_dir, settings, beside)
     if is_done(run_dir):
-        _warn_if_config_differs(run_dir, run)
         logger.info("%s: already done, skipping", run_dir)
-        return run_dir
-    prepare_run_dir(run_dir)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(run, sort_keys=False))
-    write_env_spec(run_dir, env_spec)
+        return RunAttempt(run_dir, trained=False)
+    with RunLock(run_dir) as lock:
+        if is_done(run_dir):
+            # another process finished it between the check above and the lock
+            _settled_run_dir(run_dir, settings, beside=False)
+            logger.info("%s: finished meanwhile by another process, skipping", run_dir)
+            return RunAttempt(run_dir, trained=False)
+        prepare_run_dir(run_dir, lock)
+        rater_object = rater if isinstance(rater, Rater) and run["rater"] != "none" else None
+        _run_into(run_dir, settings, progress_bar, rater_object)
+    return RunAttempt(run_dir, trained=True)
+
+
+def _run_into(run_dir: Path, settings: RunSettings, progress_bar: bool | None, rater: Rater | None) -> None:
+    """Write the run's files, train, and mark it done (the caller holds the directory's lock)."""
     start = time.time()
     meta: dict[str, Any] = {
         **_git_commit(),
@@ -195,17 +401,18 @@ def run_experiment(
         "command": sys.argv,
         "start_time": datetime.fromtimestamp(start, UTC).isoformat(),
     }
-    write_json(run_dir / "meta.json", meta)
     try:
-        rater_object = rater if isinstance(rater, Rater) and run["rater"] != "none" else None
-        _train(run, run_dir, progress_bar, rater_object)
+        stored = {**settings.run, SETTINGS_HASH_KEY: settings.digest}
+        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(stored, sort_keys=False))
+        write_env_spec(run_dir, settings.env_spec)
+        write_json(run_dir / "meta.json", meta)
+        _train(settings.run, run_dir, progress_bar, rater)
     except BaseException:
         (run_dir / "error.txt").write_text(traceback.format_exc())
         raise
     meta.update(end_time=datetime.now(UTC).isoformat(), wall_s=round(time.time() - start, 3))
     write_json(run_dir / "meta.json", meta)
     mark_done(run_dir, meta["end_time"] + "\n")
-    return run_dir
 
 
 def _train(
@@ -227,17 +434,3 @@ def _train(
     finally:
         hook.close()
         agent.close()
-
-
-def _warn_if_config_differs(run_dir: Path, run: Mapping[str, Any]) -> None:
-    try:
-        stored = yaml.safe_load((run_dir / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return
-    if stored != json.loads(json.dumps(run)):
-        differing = sorted(k for k in run if not isinstance(stored, dict) or stored.get(k) != run[k])
-        warnings.warn(
-            f"{run_dir} is done but was run with a different config ({', '.join(differing)}); "
-            "skipping it - delete the directory to run again",
-            stacklevel=3,
-        )

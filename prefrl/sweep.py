@@ -4,18 +4,27 @@
 and runs the cells through :func:`prefrl.experiment.run_experiment`::
 
     <out>/<env>/<agent>/<rater>/seed<k>/      one run directory per cell (see prefrl.experiment)
-    <out>/sweep.json                          the grid and its arguments (written before the first run)
-    <out>/failures.csv, failures.json         runs that raised in this invocation, with their error
+    <out>/sweep.json                          every invocation: its grid, arguments and settings hashes
+    <out>/failures.csv, failures.json         runs whose last attempt failed, with their error
 
 * Agents that learn from no preferences (``ppo``) run once per (env, seed) with rater ``none``, not once
   per rater.
-* Resume: a cell whose directory holds ``done`` is skipped; an unfinished one is restarted cleanly by
-  ``run_experiment``. Re-running the same command finishes an interrupted grid.
+* Resume: a cell whose directory holds ``done`` with the same settings is skipped; an unfinished one is
+  restarted cleanly by ``run_experiment``. Re-running the same command finishes an interrupted grid.
+* Changed settings: before anything runs, every finished cell is compared with the grid's settings
+  (:func:`prefrl.experiment.compare_finished_run`); if any differ the sweep stops with one line (how
+  many, an example, the differing keys), or with ``beside=True`` those cells run next to the finished
+  ones (``seed<k>-<settings hash>``).
+* Concurrent sweeps on one ``out`` split the grid: each run holds its directory's lock
+  (:class:`prefrl.run_dir.RunLock`), a cell locked by another live sweep is left to it (status
+  ``"locked"``, not a failure), and ``sweep.json`` / ``failures.*`` are merged under ``out/.sweep.lock``.
 * A failing run is recorded (``error.txt`` in its directory, a row in ``failures.csv``) and the sweep goes
   on with the other cells.
 * SIGINT / SIGTERM stop the sweep cleanly: pending runs are cancelled, running ones are asked to stop
   (SIGTERM, unwinding through ``run_experiment``, which never leaves a ``done`` marker on an unfinished
-  run), stragglers are killed after a grace period and the pool is shut down.
+  run), stragglers are killed after a grace period and the pool is shut down. Workers watch the sweep's
+  main process: if it dies without stopping them (SIGKILL, out of memory) they stop the same way within
+  a few seconds, and the lock of the run they leave unfinished is released with them.
 
 ``backend="local"`` uses a :class:`~concurrent.futures.ProcessPoolExecutor` with ``jobs`` workers (default:
 the number of cores). ``backend="ray"`` submits the same cells as Ray tasks (``ray.init(address=...)``;
@@ -31,13 +40,16 @@ import multiprocessing as mp
 import os
 import re
 import signal
+import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +58,17 @@ from tqdm.auto import tqdm
 
 from prefrl.agents import get_agent_class
 from prefrl.envs import EnvSpec, load_env_spec
-from prefrl.errors import SpecError
-from prefrl.experiment import resolve_run, run_experiment
+from prefrl.errors import ConfigError, SpecError
+from prefrl.experiment import (
+    RunSettings,
+    attempt_run,
+    compare_finished_run,
+    resolve_run,
+    resolve_settings,
+    settings_conflict_message,
+)
 from prefrl.raters import Rater
-from prefrl.run_dir import default_run_dir
+from prefrl.run_dir import RunDirLockedError, beside_dir, default_run_dir, exclusive_lock, write_atomic
 from prefrl.spec_utils import deep_update
 
 logger = logging.getLogger(__name__)
@@ -82,6 +101,15 @@ STOP_GRACE_S = 15.0
 #: install hint for the optional Ray backend
 RAY_INSTALL = "pip install 'prefrl[ray]'"
 
+#: seconds between a worker's checks that the sweep's main process is alive
+PARENT_POLL_S = 0.5
+
+#: seconds a worker whose sweep died gets to unwind its run before it exits regardless
+ORPHAN_GRACE_S = 3.0
+
+#: the lock file that serialises writes of sweep.json and failures.* by concurrent sweeps
+SWEEP_LOCK = ".sweep.lock"
+
 
 class RayNotInstalledError(ImportError):
     """``backend="ray"`` was asked for but Ray is not importable."""
@@ -96,6 +124,7 @@ class RunCell:
     :param rater: rater spec, ``"none"`` for agents that need none (a rater object's ``repr``)
     :param seed: run seed
     :param run_dir: the cell's run directory
+    :param settings_hash: the hash of the cell's resolved settings (set by :func:`run_sweep`)
     :param env_spec: the resolved env spec (workers use it as is, so a spec file or ``gym:`` id is read
         once, in the parent)
     :param rater_object: the :class:`~prefrl.raters.Rater` object when the sweep was given one
@@ -111,6 +140,7 @@ class RunCell:
     overrides: Mapping[str, Any] | None = None
     eval_freq: int | None = None
     n_eval_episodes: int | None = None
+    settings_hash: str | None = None
     env_spec: EnvSpec | None = field(default=None, repr=False, compare=False)
     rater_object: Rater | None = field(default=None, repr=False, compare=False)
 
@@ -126,7 +156,11 @@ class RunCell:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """What happened to one cell: ``status`` is ``"done"``, ``"skipped"`` (already done) or ``"failed"``."""
+    """What happened to one cell.
+
+    ``status``: ``"done"`` (trained by this sweep), ``"skipped"`` (already done), ``"failed"`` (raised;
+    ``error`` says why) or ``"locked"`` (another live process is running it; ``error`` names it).
+    """
 
     cell: RunCell
     status: str
@@ -168,6 +202,11 @@ class SweepResult:
         return self._with("failed")
 
     @property
+    def locked(self) -> list[RunOutcome]:
+        """Runs left to another live process (a concurrent sweep) that held their lock."""
+        return self._with("locked")
+
+    @property
     def ok(self) -> bool:
         """Every cell of the grid is done."""
         return not self.interrupted and all(is_done(c.run_dir) for c in self.cells)
@@ -179,6 +218,8 @@ class SweepResult:
             f"{len(self.cells)} runs: {len(self.completed)} trained, {len(self.skipped)} already done, "
             f"{len(self.failed)} failed"
         )
+        if self.locked:
+            text += f", {len(self.locked)} running elsewhere"
         if not_run:
             text += f", {not_run} not run"
         if self.interrupted:
@@ -223,16 +264,24 @@ def split_specs(values: str | Iterable[Any] | None) -> list[Any]:
     return list(unique.values())
 
 
+#: the most runs one sweep may hold (a bound on the grid, checked before sweep.json is written)
+MAX_GRID_CELLS = 10_000
+
+
 def _seed_list(seeds: int | Sequence[int]) -> list[int]:
     if isinstance(seeds, bool):
         raise SpecError(f"seeds must be a count or a list of ints, got {seeds!r}")
     if isinstance(seeds, int):
         if seeds < 1:
             raise SpecError(f"seeds must be >= 1 (a count: seeds 0..n-1), got {seeds}")
+        if seeds > MAX_GRID_CELLS:  # refused before the grid (and sweep.json) is built
+            raise SpecError(f"seeds: {seeds:,} seeds exceed the largest sweep ({MAX_GRID_CELLS:,} runs)")
         return list(range(seeds))
     seed_list = [int(s) for s in seeds]
     if not seed_list:
         raise SpecError("seeds: empty list")
+    if min(seed_list) < 0 or max(seed_list) >= 2**32:
+        raise SpecError(f"seeds must lie in [0, 2**32), got {min(seed_list)} .. {max(seed_list)}")
     if len(set(seed_list)) != len(seed_list):
         raise SpecError(f"seeds: duplicates in {seed_list}")
     return seed_list
@@ -265,6 +314,12 @@ def expand_grid(
     if not env_list or not agent_list:
         raise SpecError("a sweep needs at least one env and one agent")
     seed_list = _seed_list(seeds)
+    cells = len(env_list) * len(agent_list) * max(1, len(rater_list)) * len(seed_list)
+    if cells > MAX_GRID_CELLS:
+        raise SpecError(
+            f"the grid has up to {cells:,} runs ({len(env_list)} envs x {len(agent_list)} agents x "
+            f"{max(1, len(rater_list))} raters x {len(seed_list)} seeds), more than {MAX_GRID_CELLS:,}"
+        )
     agent_overrides = dict(agent_overrides or {})
     unknown = set(agent_overrides) - set(agent_list)
     if unknown:
@@ -327,45 +382,61 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise _Terminated(128 + signum)
 
 
+def _watch_parent(parent: int) -> None:
+    """Stop this worker when the sweep's main process is gone (it was reparented)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    # unwind the run as the sweep's own SIGTERM would (error.txt, no done), then leave for sure: an idle
+    # worker may be blocked on a queue that nobody will ever write to again
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(ORPHAN_GRACE_S)
+    os._exit(128 + signal.SIGKILL)
+
+
 def _worker_init() -> None:
     # Ctrl-C reaches the whole process group: only the parent reacts, and stops the workers itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # a SIGKILLed sweep cannot stop its workers: they notice it themselves
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), name="watch-sweep", daemon=True).start()
+
+
+def _cell_rater(cell: RunCell) -> str | Rater | None:
+    return cell.rater_object or (None if cell.rater == "none" else cell.rater)
 
 
 def run_cell(cell: RunCell) -> RunOutcome:
-    """Run one cell with :func:`run_experiment`; a raised exception becomes a ``"failed"`` outcome.
+    """Run one cell with :func:`~prefrl.experiment.attempt_run`; its result becomes a :class:`RunOutcome`.
 
-    Errors are recorded in the run directory's ``error.txt`` (``run_experiment`` writes it for training
-    errors; errors raised before the directory is a run directory are only returned).
+    A run finished (by anyone, with the same settings) is ``"skipped"``; one whose lock another live
+    process holds is ``"locked"``; a raised exception is ``"failed"``, and training errors are also in the
+    run directory's ``error.txt`` (``run_experiment`` writes it; errors raised before the directory is
+    this run's, such as changed settings, are only returned).
     """
     if _STOPPING:
         raise _Terminated(128 + signal.SIGTERM)
-    run_dir = Path(cell.run_dir)
-    if is_done(run_dir):
-        return RunOutcome(cell, "skipped")
     start = time.perf_counter()
     try:
-        run_experiment(
+        attempt = attempt_run(
             cell.env_spec or cell.env,
             cell.agent,
-            cell.rater_object or (None if cell.rater == "none" else cell.rater),
+            _cell_rater(cell),
             cell.seed,
             steps=cell.steps,
             queries=cell.queries,
-            out=run_dir,
+            out=cell.run_dir,
             overrides=cell.overrides,
             eval_freq=cell.eval_freq,
             n_eval_episodes=cell.n_eval_episodes,
             progress_bar=False,
         )
+    except RunDirLockedError as e:
+        return RunOutcome(cell, "locked", error=str(e))
     except Exception as e:
         error = "".join(traceback.format_exception_only(e)).strip()
-        if (run_dir / "config.yaml").is_file() and not (run_dir / "error.txt").is_file():
-            (run_dir / "error.txt").write_text(traceback.format_exc())
         return RunOutcome(cell, "failed", time.perf_counter() - start, error)
-    return RunOutcome(cell, "done", time.perf_counter() - start)
+    return RunOutcome(cell, "done" if attempt.trained else "skipped", time.perf_counter() - start)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -494,33 +565,111 @@ def _ray_run_cell(cell: RunCell) -> RunOutcome:
 # --------------------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _same_path(a: str | Path, b: str | Path) -> bool:
+    return os.path.abspath(a) == os.path.abspath(b)
 
 
-def _write_failures(root: Path, failures: Sequence[RunOutcome]) -> None:
+def _failure_row(outcome: RunOutcome) -> dict[str, Any]:
+    error_file = Path(outcome.cell.run_dir) / "error.txt"
+    return {
+        "env": outcome.cell.env,
+        "agent": outcome.cell.agent,
+        "rater": outcome.cell.rater,
+        "seed": outcome.cell.seed,
+        "run_dir": outcome.cell.run_dir,
+        "error": outcome.error,
+        "error_file": str(error_file) if error_file.is_file() else "",
+    }
 
-    rows = [
-        {
-            "env": o.cell.env,
-            "agent": o.cell.agent,
-            "rater": o.cell.rater,
-            "seed": o.cell.seed,
-            "run_dir": o.cell.run_dir,
-            "error": o.error,
-            "error_file": str(Path(o.cell.run_dir) / "error.txt")
-            if (Path(o.cell.run_dir) / "error.txt").is_file()
-            else "",
-        }
-        for o in failures
-    ]
-    columns = ["env", "agent", "rater", "seed", "run_dir", "error", "error_file"]
-    tmp = root / "failures.csv.tmp"
-    pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
-    os.replace(tmp, root / "failures.csv")
-    _write_atomic(root / "failures.json", json.dumps(rows, indent=2) + "\n")
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        logger.warning("%s is unreadable (%s); starting it afresh", path, e)
+        return None
+
+
+def _write_failures(root: Path, outcomes: Sequence[RunOutcome]) -> None:
+    """Merge this sweep's failures into ``failures.csv`` / ``failures.json`` (under the sweep lock).
+
+    A row stays until its run is attempted again or finished, whoever does it, so the failures of a
+    concurrent sweep on the same folder are kept.
+    """
+    attempted = [o.cell.run_dir for o in outcomes if o.status != "locked"]
+    with exclusive_lock(root / SWEEP_LOCK):
+        previous = _read_json(root / "failures.json")
+        rows = [
+            row
+            for row in (previous if isinstance(previous, list) else [])
+            if isinstance(row, dict)
+            and not is_done(str(row.get("run_dir", "")))
+            and not any(_same_path(str(row.get("run_dir", "")), d) for d in attempted)
+        ]
+        rows += [_failure_row(o) for o in outcomes if o.status == "failed"]
+        columns = ["env", "agent", "rater", "seed", "run_dir", "error", "error_file"]
+        tmp = root / "failures.csv.tmp"
+        pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
+        os.replace(tmp, root / "failures.csv")
+        write_atomic(root / "failures.json", json.dumps(rows, indent=2) + "\n")
+
+
+def _record_invocation(root: Path, record: Mapping[str, Any]) -> None:
+    """Append this invocation to ``sweep.json`` (under the sweep lock): earlier records are kept."""
+    with exclusive_lock(root / SWEEP_LOCK):
+        previous = _read_json(root / "sweep.json")
+        if isinstance(previous, dict) and isinstance(previous.get("invocations"), list):
+            invocations = previous["invocations"]
+        elif isinstance(previous, dict) and "runs" in previous:
+            invocations = [previous]  # the single record of a sweep from before invocations were kept
+        else:
+            invocations = []
+        invocations.append(record)
+        write_atomic(
+            root / "sweep.json", json.dumps({"invocations": invocations}, indent=2, default=str) + "\n"
+        )
+
+
+def _settle_cells(cells: Sequence[RunCell], beside: bool) -> list[RunCell]:
+    """Each cell with its settings hash, checked against a finished run in its directory.
+
+    With ``beside`` a cell whose directory is finished with other settings moves next to it.
+
+    :raises ConfigError: finished runs with other settings (one line: how many, an example, the keys)
+    """
+    resolved: dict[str, RunSettings] = {}
+    settled: list[RunCell] = []
+    conflicts: list[tuple[str, list[str]]] = []
+    for cell in cells:
+        # the cells of one (env, agent, rater) differ only in their seed: resolve once
+        group = json.dumps({**cell.describe(), "seed": 0, "run_dir": ""}, sort_keys=True, default=str)
+        if group not in resolved:
+            resolved[group] = resolve_settings(
+                cell.env_spec or cell.env,
+                cell.agent,
+                _cell_rater(cell),
+                cell.seed,
+                cell.steps,
+                cell.queries,
+                cell.overrides,
+                cell.eval_freq,
+                cell.n_eval_episodes,
+            )
+        settings = resolved[group].with_seed(cell.seed)
+        cell = replace(cell, settings_hash=settings.digest)
+        differing = compare_finished_run(cell.run_dir, settings)
+        if differing and beside:
+            cell = replace(cell, run_dir=str(beside_dir(cell.run_dir, settings.digest)))
+            differing = compare_finished_run(cell.run_dir, settings)
+        if differing:
+            conflicts.append((cell.run_dir, differing))
+        settled.append(cell)
+    if conflicts:
+        keys = sorted({k for _, ks in conflicts for k in ks})
+        raise ConfigError(settings_conflict_message(conflicts[0][0], keys, len(conflicts)))
+    return settled
 
 
 def run_sweep(
@@ -540,6 +689,7 @@ def run_sweep(
     n_eval_episodes: int | None = None,
     progress: bool | None = None,
     grace_s: float = STOP_GRACE_S,
+    beside: bool = False,
 ) -> SweepResult:
     """Run the grid env x agent x rater x seed; resumable, fault-tolerant, interruptible.
 
@@ -561,8 +711,12 @@ def run_sweep(
     :param n_eval_episodes: episodes per evaluation (overrides the configs)
     :param progress: show a progress bar with ETA (default: when stderr is a terminal)
     :param grace_s: seconds stopped workers get to unwind before they are killed
+    :param beside: cells whose directory holds a finished run with other settings run next to it
+        (``seed<k>-<settings hash>``) instead of stopping the sweep
     :returns: the :class:`SweepResult`; ``interrupted`` is set if SIGINT/SIGTERM stopped it
     :raises RayNotInstalledError: ``backend="ray"`` without Ray installed
+    :raises ConfigError: finished runs in ``out`` have other settings than the grid (and not ``beside``);
+        raised before anything runs or is written
     """
     if backend not in BACKENDS:
         raise SpecError(f"unknown backend '{backend}'; expected one of {', '.join(BACKENDS)}")
@@ -584,24 +738,29 @@ def run_sweep(
         eval_freq,
         n_eval_episodes,
     )
+    cells = _settle_cells(cells, beside)
     root.mkdir(parents=True, exist_ok=True)
-    _write_atomic(
-        root / "sweep.json",
-        json.dumps(
-            {
-                "envs": sorted({c.env for c in cells}),
-                "agents": split_specs(agents),
-                "raters": [r if isinstance(r, str) else repr(r) for r in split_specs(raters)],
-                "seeds": _seed_list(seeds),
-                "steps": steps,
-                "queries": queries,
-                "backend": backend,
-                "runs": [c.describe() for c in cells],
-            },
-            indent=2,
-            default=str,
-        )
-        + "\n",
+    _record_invocation(
+        root,
+        {
+            "start_time": datetime.now(UTC).isoformat(timespec="seconds"),
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "command": sys.argv,
+            "envs": sorted({c.env for c in cells}),
+            "agents": split_specs(agents),
+            "raters": [r if isinstance(r, str) else repr(r) for r in split_specs(raters)],
+            "seeds": _seed_list(seeds),
+            "steps": steps,
+            "queries": queries,
+            "overrides": overrides,
+            "agent_overrides": agent_overrides,
+            "eval_freq": eval_freq,
+            "n_eval_episodes": n_eval_episodes,
+            "backend": backend,
+            "beside": beside,
+            "runs": [c.describe() for c in cells],
+        },
     )
     result = SweepResult(root=root, cells=cells)
     todo = [c for c in cells if not is_done(c.run_dir)]
@@ -622,6 +781,9 @@ def run_sweep(
         if outcome.status == "failed":
             bar.write(f"FAILED {outcome.cell.label}: {outcome.error}")
             logger.error("run %s failed: %s", outcome.cell.label, outcome.error)
+            _write_failures(root, result.outcomes)  # kept even if this process is killed later
+        elif outcome.status == "locked":
+            logger.info("run %s is running elsewhere: %s", outcome.cell.label, outcome.error)
         bar.set_postfix(failed=len(result.failed), refresh=False)
         bar.update(1)
 
@@ -637,5 +799,5 @@ def run_sweep(
         logger.warning("sweep interrupted; finished runs are kept, re-run to resume")
     finally:
         bar.close()
-        _write_failures(root, result.failed)
+        _write_failures(root, result.outcomes)
     return result

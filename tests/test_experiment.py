@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -14,10 +16,11 @@ import prefrl.agents.registry
 import prefrl.config
 import prefrl.experiment
 from prefrl.agents import PPOAgent, list_agents, register_agent
-from prefrl.errors import RunDirError, SpecError
+from prefrl.errors import ConfigError, RunDirError, SpecError
 from prefrl.evaluation import BASE_COLUMNS
-from prefrl.experiment import run_experiment
-from prefrl.run_dir import default_run_dir, is_done
+from prefrl.experiment import resolve_settings, run_experiment
+from prefrl.run_dir import beside_dir, default_run_dir, is_done
+from prefrl.spec_utils import deep_update
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +68,72 @@ def test_run_directory_contents(finished_run):
     assert "train/value_loss" in table.columns
 
 
-def test_finished_run_is_skipped(tiny_run, finished_run, monkeypatch):
-    before = (finished_run / "progress.csv").stat().st_mtime_ns
-
+@pytest.fixture
+def no_training(monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run must not train again")
 
     monkeypatch.setattr(prefrl.experiment, "_train", no_training)
+
+
+def test_finished_run_is_skipped(tiny_run, finished_run, no_training):
+    before = (finished_run / "progress.csv").stat().st_mtime_ns
     assert tiny_run(finished_run) == finished_run
     assert (finished_run / "progress.csv").stat().st_mtime_ns == before
-    with pytest.warns(UserWarning, match="different config"):
-        tiny_run(finished_run, steps=1024)
+
+
+def test_settings_hash_is_recorded(finished_run, tiny_ppo):
+    recorded = yaml.safe_load((finished_run / "config.yaml").read_text())["settings_hash"]
+    settings = resolve_settings("pendulum", "ppo", None, 0, 512, None, tiny_ppo, 256, 2)
+    assert recorded == settings.digest and len(recorded) == 64
+    assert settings.with_seed(1).digest != recorded
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "keys"),
+    [
+        ({"steps": 1024}, "config.total_steps, steps"),
+        ({"overrides": {"ppo": {"learning_rate": 3e-4}}}, "config.ppo.learning_rate"),
+        ({"n_eval_episodes": 3}, "config.n_eval_episodes"),
+    ],
+)
+def test_changed_settings_stop_with_the_differing_keys(
+    tiny_run, finished_run, tiny_ppo, no_training, kwargs, keys
+):
+    if "overrides" in kwargs:
+        kwargs["overrides"] = deep_update(copy.deepcopy(tiny_ppo), kwargs["overrides"])
+    before = {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()}
+    with pytest.raises(ConfigError) as info:
+        tiny_run(finished_run, **kwargs)
+    message = str(info.value)
+    assert f"(differing: {keys})" in message and "\n" not in message and "--beside" in message
+    assert {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()} == before
+
+
+def test_beside_writes_a_second_run(tiny_run, tmp_path):
+    first = tiny_run(tmp_path / "run", steps=256)
+    second = tiny_run(tmp_path / "run", steps=512, beside=True)
+    digest = yaml.safe_load((second / "config.yaml").read_text())["settings_hash"]
+    assert second == beside_dir(first, digest) == tmp_path / f"run-{digest[:8]}"
+    assert is_done(first) and is_done(second)
+    assert pd.read_csv(first / "progress.csv")["env_steps"].iloc[-1] == 256
+    assert pd.read_csv(second / "progress.csv")["env_steps"].iloc[-1] == 512
+    # resumable as any run: the same call finds the run beside and trains nothing
+    done = (second / "done").stat().st_mtime_ns
+    assert tiny_run(tmp_path / "run", steps=512, beside=True) == second
+    assert (second / "done").stat().st_mtime_ns == done
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", second.name]
+
+
+def test_run_from_before_settings_hashes_compares_its_config(tiny_run, finished_run, tmp_path, no_training):
+    old = tmp_path / "old"
+    shutil.copytree(finished_run, old)
+    config = yaml.safe_load((old / "config.yaml").read_text())
+    del config["settings_hash"]
+    (old / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert tiny_run(old) == old  # the same config: skipped, no training
+    with pytest.raises(ConfigError, match=r"differing: config.total_steps, steps\)"):
+        tiny_run(old, steps=1024)
 
 
 def test_unfinished_attempt_is_restarted_cleanly(tiny_run, tmp_path):

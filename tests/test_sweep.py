@@ -18,8 +18,9 @@ import yaml
 from prefrl import sweep
 from prefrl.cli import results as cli_results
 from prefrl.cli import run as cli_run
-from prefrl.errors import RaterError, SpecError
+from prefrl.errors import ConfigError, RaterError, SpecError
 from prefrl.experiment import run_experiment
+from prefrl.run_dir import default_run_dir
 
 TINY = {"n_envs": 2, "policy_kwargs": {"net_arch": [16]}, "ppo": {"n_steps": 64, "n_epochs": 1}}
 # spo needs n_steps to be a multiple of its trajectory length (50): this config fails when the agent is built
@@ -86,17 +87,61 @@ def test_failures_are_recorded_and_the_sweep_resumes(tmp_path):
     assert failures[["agent", "rater", "seed"]].values.tolist() == [["spo", "partial_return", 0]]
     assert (tmp_path / "pendulum/spo/partial_return/seed0/error.txt").is_file()
     assert json.loads((tmp_path / "failures.json").read_text())[0]["agent"] == "spo"
-    assert len(json.loads((tmp_path / "sweep.json").read_text())["runs"]) == 2
+    (invocation,) = json.loads((tmp_path / "sweep.json").read_text())["invocations"]
+    assert len(invocation["runs"]) == 2 and invocation["steps"] == 128
 
-    # resume: the finished run is skipped, the failed one retried (and fixed by a valid config)
+    # resume: the finished run is skipped (same settings), the failed one retried (fixed by a valid config)
     fixed = {"spo": {**TINY, "ppo": {"n_steps": 100, "n_epochs": 1}, "spo": {"num_opponents": 2}}}
-    options.update(overrides=None, agent_overrides={"ppo": TINY, **fixed}, steps=200)
+    options.update(overrides=None, agent_overrides={"ppo": TINY, **fixed})
     before = (tmp_path / "pendulum/ppo/none/seed0/done").stat().st_mtime_ns
     again = sweep.run_sweep("pendulum", "ppo,spo", "partial_return", 1, **options)
     assert [o.cell.label for o in again.skipped] == ["pendulum/ppo/none/seed0"]
     assert [o.cell.label for o in again.completed] == ["pendulum/spo/partial_return/seed0"]
     assert again.ok and (tmp_path / "pendulum/ppo/none/seed0/done").stat().st_mtime_ns == before
     assert pd.read_csv(tmp_path / "failures.csv").empty
+    # every invocation is kept, each with the settings hashes of its runs
+    invocations = json.loads((tmp_path / "sweep.json").read_text())["invocations"]
+    assert len(invocations) == 2 and invocations[0]["runs"][0] == invocations[1]["runs"][0]  # the ppo run
+    config = yaml.safe_load((tmp_path / "pendulum/spo/partial_return/seed0/config.yaml").read_text())
+    assert invocations[1]["runs"][1]["settings_hash"] == config["settings_hash"]
+
+
+def _finished_runs(root, seeds, steps):
+    """Finished tiny ppo runs where a sweep of ``pendulum/ppo`` puts them (trained in this process)."""
+    options = {"overrides": TINY, "eval_freq": 128, "n_eval_episodes": 1, "progress_bar": False}
+    return [
+        run_experiment(
+            "pendulum",
+            "ppo",
+            None,
+            s,
+            steps=steps,
+            out=default_run_dir("pendulum", "ppo", None, s, root),
+            **options,
+        )
+        for s in seeds
+    ]
+
+
+def test_sweep_with_changed_settings_stops_before_anything_runs(tmp_path):
+    runs = _finished_runs(tmp_path, [0, 1], steps=128)
+    done = [(run / "done").stat().st_mtime_ns for run in runs]
+    options = {"out": tmp_path, "overrides": TINY, "eval_freq": 128, "n_eval_episodes": 1, "progress": False}
+    with pytest.raises(ConfigError) as info:
+        sweep.run_sweep("pendulum", "ppo", None, 3, steps=256, **options)
+    message = str(info.value)
+    assert message.startswith(f"2 run directories (e.g. {runs[0]}) hold finished runs with other settings")
+    assert "(differing: config.total_steps, steps)" in message and "\n" not in message
+    assert not (tmp_path / "sweep.json").exists() and not (tmp_path / "pendulum/ppo/none/seed2").exists()
+    assert [(run / "done").stat().st_mtime_ns for run in runs] == done
+
+    # beside: each run goes next to the finished one; those beside already exist, so nothing trains here
+    beside = [run_experiment("pendulum", "ppo", None, s, steps=256, out=runs[s], beside=True,
+                             overrides=TINY, eval_freq=128, n_eval_episodes=1) for s in (0, 1)]  # fmt: skip
+    assert all(b.name.startswith(f"seed{s}-") for s, b in enumerate(beside))
+    result = sweep.run_sweep("pendulum", "ppo", None, [0, 1], steps=256, beside=True, **options)
+    assert [o.status for o in result.outcomes] == ["skipped", "skipped"]
+    assert [c.run_dir for c in result.cells] == [str(b) for b in beside] and result.ok
 
 
 def test_same_seed_same_curve(tmp_path):
@@ -250,7 +295,9 @@ def test_cli_parsers(tmp_path):
         ["sweep", "--env", "pendulum", "--agent", "ppo,spo", "--rater", "partial_return,mistake:eps=0.2",
          "--rater", "regret", "--seeds", "5", "--steps", "1000", "--jobs", "2", "--backend", "ray"]
     )  # fmt: skip
-    assert args.func is cli_run.cmd_sweep and args.backend == "ray" and args.jobs == 2
+    assert args.func is cli_run.cmd_sweep and args.backend == "ray" and args.jobs == 2 and not args.beside
+    assert parser.parse_args(["sweep", "--env", "pendulum", "--agent", "ppo", "--beside"]).beside
+    assert parser.parse_args(["run", "--agent", "ppo", "--beside"]).beside
     assert sweep.split_specs(args.rater) == ["partial_return", "mistake:eps=0.2", "regret"]
     assert cli_run._parse_seeds(args.seeds) == 5 and cli_run._parse_seeds("0,3") == [0, 3]
     args = parser.parse_args(["report", str(tmp_path), "--format", "html"])

@@ -83,6 +83,12 @@ def add_parser(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="config override, repeatable; nested keys with dots, e.g. ppo.learning_rate=3e-4",
     )
+    run.add_argument(
+        "--beside",
+        action="store_true",
+        help="if --out holds a finished run with other settings, write this run next to it (OUT-HASH) "
+        "instead of stopping",
+    )
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser(
@@ -117,6 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides=parse_overrides(args.set or []),
         eval_freq=args.eval_freq,
         n_eval_episodes=args.eval_episodes,
+        beside=args.beside,
     )
     print(format_final(final_evaluation(run_dir)))
     print(f"run directory: {run_dir}")
@@ -198,6 +205,12 @@ def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="config override for every agent, repeatable",
     )
+    p.add_argument(
+        "--beside",
+        action="store_true",
+        help="runs finished with other settings are kept: the new ones go next to them (seedK-HASH) "
+        "instead of stopping the sweep",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
     return p
@@ -214,7 +227,8 @@ def _parse_seeds(text: str) -> int | list[int]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """``prefrl sweep``: exit 0 if the grid is complete, 1 if runs failed, 130 if interrupted."""
+    """``prefrl sweep``: exit 0 if no run failed (runs left to a concurrent sweep included), 1 if runs
+    failed, 130 if interrupted."""
     if args.backend == "ray":
         try:
             import_ray()
@@ -236,10 +250,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         eval_freq=args.eval_freq,
         n_eval_episodes=args.eval_episodes,
         progress=False if args.no_progress else None,
+        beside=args.beside,
     )
     print(result.summary())
     for outcome in result.failed:
         print(f"  failed: {outcome.cell.label}: {outcome.error}")
+    for outcome in result.locked:
+        print(f"  running elsewhere: {outcome.error}")
     if result.failed:
         print(f"  details: {Path(args.out) / 'failures.csv'} and each run's error.txt")
     if result.interrupted:
