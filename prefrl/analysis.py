@@ -7,14 +7,27 @@ turns any set of them into one long table, one row per evaluation::
     normalised_score, done, run_dir, ...agent-specific columns
 
 so studies can be analysed from Python without knowing the directory layout.
+
+Nothing is dropped silently. :func:`scan_runs` returns the table and every run directory it left out or
+read only in part, with the reason (:class:`SkippedRun`: an empty or unparseable ``progress.csv``, a
+broken ``config.yaml``, a ragged line, a run without evaluations, an unfinished run); :func:`load_runs`
+returns the same table with that list in ``table.attrs["skipped"]``. With ``strict=True`` a damaged run
+raises :class:`~prefrl.errors.RunDirError` instead.
+
+A ragged line of ``progress.csv`` (a field count that differs from the header's, or a step or return that
+is not a number) is left out and reported; the run's other rows are kept, because one torn line - a run
+killed while appending - should not discard a finished run's whole curve.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -23,12 +36,79 @@ from rliable import metrics
 
 from prefrl.diagnostics import agreement
 from prefrl.envs import EnvSpec, load_env_spec
-from prefrl.errors import PrefrlError, RunDirError
+from prefrl.errors import ConfigError, PrefrlError, RunDirError
 from prefrl.raters import make_rater
 from prefrl.run_dir import load_run_env_spec
 from prefrl.segments import collect_segments, sample_pairs
+from prefrl.spec_utils import yaml_load
+
+__all__ = [
+    "AGGREGATES",
+    "BUDGET_COLUMNS",
+    "ID_COLUMNS",
+    "FinalEvaluation",
+    "RunScan",
+    "SkippedRun",
+    "aggregate_groups",
+    "aggregate_table",
+    "algorithm_label",
+    "bootstrap_ci",
+    "final_evaluation",
+    "final_scores",
+    "find_run_dirs",
+    "has_normalised_scores",
+    "improvement_pairs",
+    "improvement_probability",
+    "interval_estimates",
+    "iqm",
+    "is_offline",
+    "load_run",
+    "load_runs",
+    "probability_of_improvement",
+    "rater_agreement",
+    "scan_runs",
+    "score_matrices",
+    "score_metric",
+    "summary_table",
+    "summary_with_ci",
+    "upsert_rows",
+]
 
 ID_COLUMNS = ["env", "agent", "rater", "seed"]
+#: columns every progress.csv row needs as numbers (a row without them is a damaged line)
+_NUMERIC_COLUMNS = ("env_steps", "true_return_mean")
+
+
+@dataclass(frozen=True)
+class SkippedRun:
+    """A run directory left out of a table, or read in part, and why.
+
+    :param run_dir: the run directory
+    :param reason: one line, e.g. ``"progress.csv is empty"`` or ``"config.yaml is not valid YAML (...)"``
+    :param kind: ``"damaged"`` (its files are broken: the run is left out), ``"partial"`` (bad lines of
+        progress.csv left out, the rest kept) or ``"unfinished"`` (no ``done`` marker or no evaluation yet:
+        left out by choice, nothing is wrong with it)
+    """
+
+    run_dir: str
+    reason: str
+    kind: Literal["damaged", "partial", "unfinished"] = "damaged"
+
+    def __str__(self) -> str:
+        return f"{self.run_dir}: {self.reason}"
+
+
+@dataclass
+class RunScan:
+    """What :func:`scan_runs` found: the tidy table and every run left out or read in part."""
+
+    table: pd.DataFrame
+    skipped: list[SkippedRun] = field(default_factory=list)
+
+    @property
+    def damaged(self) -> list[SkippedRun]:
+        """The skipped runs whose files are broken (``kind`` damaged or partial)."""
+        return [s for s in self.skipped if s.kind != "unfinished"]
 
 
 def find_run_dirs(roots: Iterable[str | Path]) -> list[Path]:
@@ -42,31 +122,133 @@ def find_run_dirs(roots: Iterable[str | Path]) -> list[Path]:
     return sorted(found)
 
 
-def _read_progress(path: Path) -> pd.DataFrame | None:
+def _candidate_run_dirs(roots: Iterable[str | Path]) -> list[Path]:
+    """Directories holding a progress.csv or a run's config.yaml (a run that never evaluated has no csv)."""
+    found = set(find_run_dirs(roots))
+    for root in roots:
+        root = Path(root)
+        configs = [root / "config.yaml", *root.rglob("config.yaml")]
+        found.update(p.parent for p in configs if p.is_file() and (p.parent / "meta.json").is_file())
+    return sorted(found)
+
+
+class _Damaged(Exception):
+    """A run directory's file cannot be used (the message says which and why)."""
+
+
+def _read_progress(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of a progress.csv whose field count matches the header and whose steps and returns are
+    numbers; the bad lines are returned as messages (``"line 7: 3 fields, expected 12"``).
+
+    :raises _Damaged: no such file, an empty file, no header, or no usable column
+    """
+    if not path.is_file():
+        raise _Damaged("no progress.csv")
     try:
-        frame = pd.read_csv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError):
-        return None
-    return frame if len(frame) else None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise _Damaged(f"progress.csv cannot be read ({type(e).__name__}: {e})") from None
+    if not text.strip():
+        raise _Damaged("progress.csv is empty")
+    lines = text.splitlines()
+    try:
+        rows = list(csv.reader(lines))
+    except csv.Error as e:
+        raise _Damaged(f"progress.csv is not a CSV file ({e})") from None
+    if len(rows) != len(lines):  # a quoted field spanning lines: not what prefrl writes
+        raise _Damaged("progress.csv is not one row per line")
+    header = rows[0]
+    missing = [c for c in _NUMERIC_COLUMNS if c not in header]
+    if missing:
+        raise _Damaged(f"progress.csv has no column {', '.join(missing)} (header: {','.join(header)[:80]})")
+    bad: list[str] = []
+    good, numbers = [lines[0]], []
+    for number, (line, row) in enumerate(zip(lines[1:], rows[1:], strict=True), start=2):
+        if not row:
+            continue
+        if len(row) != len(header):
+            bad.append(f"line {number}: {len(row)} fields, expected {len(header)}")
+            continue
+        good.append(line)
+        numbers.append(number)
+    frame = pd.read_csv(io.StringIO("\n".join(good) + "\n"))
+    broken = np.zeros(len(frame), dtype=bool)
+    for column in _NUMERIC_COLUMNS:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        not_number = (values.isna() & frame[column].notna()).to_numpy()
+        for index in np.flatnonzero(not_number & ~broken):
+            bad.append(f"line {numbers[index]}: {column} is not a number ({frame[column].iloc[index]!r})")
+        broken |= not_number
+        frame[column] = values
+    frame = frame[~broken]
+    return frame.reset_index(drop=True), bad
 
 
-def load_run(run_dir: str | Path) -> pd.DataFrame | None:
-    """One run's progress.csv with its identifying columns; ``None`` if it has no evaluation yet."""
-    run_dir = Path(run_dir)
-    frame = _read_progress(run_dir / "progress.csv")
-    if frame is None:
-        return None
-    config_path = run_dir / "config.yaml"
-    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+def _read_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config.yaml (``{}`` for runs written before it existed).
+
+    :raises _Damaged: not valid YAML, not a mapping, or a seed that is not an integer
+    """
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        config = yaml_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        reason = " ".join(str(e).split())[:120]
+        raise _Damaged(f"config.yaml is not valid YAML ({reason})") from None
     config = config or {}
+    if not isinstance(config, dict):
+        raise _Damaged(f"config.yaml is not a mapping (a {type(config).__name__})")
+    seed = config.get("seed", -1)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise _Damaged(f"config.yaml: seed is not an integer ({seed!r})")
+    return config
+
+
+def _scan_run(run_dir: Path) -> tuple[pd.DataFrame | None, list[SkippedRun]]:
+    """One run's rows and what was wrong with it (empty list: nothing)."""
+    done = (run_dir / "done").exists()
+    try:
+        config = _read_config(run_dir)
+        if not (run_dir / "progress.csv").is_file() and not done:
+            return None, [SkippedRun(str(run_dir), "no evaluation yet (no progress.csv)", "unfinished")]
+        frame, bad_lines = _read_progress(run_dir / "progress.csv")
+    except _Damaged as e:
+        return None, [SkippedRun(str(run_dir), str(e))]
+    notes = []
+    if bad_lines:
+        shown = "; ".join(bad_lines[:3]) + (f"; and {len(bad_lines) - 3} more" if len(bad_lines) > 3 else "")
+        notes.append(
+            SkippedRun(str(run_dir), f"progress.csv: left out {shown} (the other rows are kept)", "partial")
+        )
+    if frame.empty:
+        if done:
+            return None, [*notes, SkippedRun(str(run_dir), "finished but progress.csv has no evaluation")]
+        return None, [*notes, SkippedRun(str(run_dir), "no evaluation yet", "unfinished")]
     frame = frame.copy()
     frame.insert(0, "env", config.get("env", run_dir.parts[-4] if len(run_dir.parts) >= 4 else "?"))
     frame.insert(1, "agent", config.get("agent", "?"))
     frame.insert(2, "rater", str(config.get("rater") or "none"))
     frame.insert(3, "seed", int(config.get("seed", -1)))
-    frame["done"] = (run_dir / "done").exists()
+    frame["done"] = done
     frame["run_dir"] = str(run_dir)
     _fill_normalised_score(frame)
+    return frame, notes
+
+
+def load_run(run_dir: str | Path, strict: bool = False) -> pd.DataFrame | None:
+    """One run's progress.csv with its identifying columns; ``None`` if it has no usable evaluation.
+
+    Bad lines of progress.csv are left out (module docstring); ``strict`` raises instead.
+
+    :raises RunDirError: ``strict`` and the run's files are damaged
+    """
+    run_dir = Path(run_dir)
+    frame, notes = _scan_run(run_dir)
+    problems = [n for n in notes if n.kind != "unfinished"]
+    if strict and problems:
+        raise RunDirError(str(problems[0]))
     return frame
 
 
@@ -138,14 +320,18 @@ def final_evaluation(run_dir: str | Path) -> FinalEvaluation:
 
     :raises RunDirError: ``run_dir`` holds no evaluation yet
     """
-    frame = load_run(run_dir)
+    frame, notes = _scan_run(Path(run_dir))
     if frame is None:
-        raise RunDirError(f"{run_dir} has no evaluation yet (no rows in progress.csv)")
+        reason = notes[-1].reason if notes else "no rows in progress.csv"
+        raise RunDirError(f"{run_dir} has no usable evaluation: {reason}")
     last = frame.iloc[-1]
     offline = bool(is_offline(frame).iloc[-1])
-    config_path = Path(run_dir) / "config.yaml"
-    run = yaml.safe_load(config_path.read_text()) if config_path.is_file() else None
-    episodes = ((run or {}).get("config") or {}).get("n_eval_episodes") if isinstance(run, dict) else None
+    try:
+        run = _read_config(Path(run_dir))
+    except _Damaged:
+        run = {}
+    inner = run.get("config")
+    episodes = inner.get("n_eval_episodes") if isinstance(inner, dict) else None
     score = last.get("normalised_score", math.nan)
     return FinalEvaluation(
         true_return=float(last["true_return_mean"]),
@@ -173,17 +359,50 @@ def _anchored_spec(spec: EnvSpec) -> EnvSpec:
     return current if unanchored(current) == unanchored(spec) else spec
 
 
-def load_runs(roots: Iterable[str | Path] | str | Path, only_done: bool = False) -> pd.DataFrame:
-    """Read every run directory under ``roots`` into one tidy table (one row per evaluation)."""
+def scan_runs(
+    roots: Iterable[str | Path] | str | Path, only_done: bool = False, strict: bool = False
+) -> RunScan:
+    """Read every run directory under ``roots``; return the table and every run left out or read in part.
+
+    :param only_done: leave out runs without a ``done`` marker (listed as ``"unfinished"``)
+    :param strict: raise instead of leaving out a damaged run (unfinished runs are never an error)
+    :raises RunDirError: ``strict`` and some run is damaged: the first one and how many there are
+    """
     if isinstance(roots, str | Path):
         roots = [roots]
-    frames = [f for d in find_run_dirs(roots) if (f := load_run(d)) is not None]
-    if not frames:
-        return pd.DataFrame(columns=[*ID_COLUMNS, "env_steps", "true_return_mean"])
-    table = pd.concat(frames, ignore_index=True, sort=False)
-    if only_done:
-        table = table[table["done"]]
-    return table.sort_values([*ID_COLUMNS, "env_steps"]).reset_index(drop=True)
+    roots = list(roots)
+    frames, skipped = [], []
+    for run_dir in _candidate_run_dirs(roots):
+        frame, notes = _scan_run(run_dir)
+        skipped.extend(notes)
+        if frame is None:
+            continue
+        if only_done and not bool(frame["done"].iloc[0]):
+            skipped.append(SkippedRun(str(run_dir), "unfinished (no done marker)", "unfinished"))
+            continue
+        frames.append(frame)
+    scan = RunScan(pd.DataFrame(columns=[*ID_COLUMNS, "env_steps", "true_return_mean"]), skipped)
+    if strict and scan.damaged:
+        more = f" (and {len(scan.damaged) - 1} more damaged runs)" if len(scan.damaged) > 1 else ""
+        raise RunDirError(f"damaged run {scan.damaged[0]}{more}")
+    if frames:
+        table = pd.concat(frames, ignore_index=True, sort=False)
+        scan.table = table.sort_values([*ID_COLUMNS, "env_steps"]).reset_index(drop=True)
+    scan.table.attrs["skipped"] = [asdict(s) for s in skipped]
+    return scan
+
+
+def load_runs(
+    roots: Iterable[str | Path] | str | Path, only_done: bool = False, strict: bool = False
+) -> pd.DataFrame:
+    """Read every run directory under ``roots`` into one tidy table (one row per evaluation).
+
+    The runs left out or read in part are listed in ``table.attrs["skipped"]`` (dicts of
+    :class:`SkippedRun`'s fields); :func:`scan_runs` returns them as objects.
+
+    :raises RunDirError: ``strict`` and some run is damaged
+    """
+    return scan_runs(roots, only_done=only_done, strict=strict).table
 
 
 def final_scores(table: pd.DataFrame, metric: str = "true_return_mean") -> pd.DataFrame:
@@ -268,6 +487,10 @@ def bootstrap_ci(
     :param confidence: interval coverage
     :returns: ``(point, interval)``; ``interval`` is ``[2 (low, high), *point.shape]``
     """
+    if isinstance(reps, bool) or not isinstance(reps, int | np.integer) or reps < 1:
+        raise ConfigError(f"reps (bootstrap resamples) must be a positive integer, got {reps!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ConfigError(f"confidence must lie in (0, 1), got {confidence!r}")
     arrays = [np.asarray(s, dtype=float) for s in scores]
     for a in arrays:
         if a.ndim < 2 or a.shape[0] < 1:

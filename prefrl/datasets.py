@@ -61,7 +61,7 @@ from prefrl.oracle import load_oracle, oracle_dir
 from prefrl.oracle.loading import MANIFEST
 from prefrl.raters import make_rater
 from prefrl.segments import collect_segments, sample_pairs, validate_segments
-from prefrl.spec_utils import ConfigSection
+from prefrl.spec_utils import ConfigSection, check_int, check_range
 from prefrl.types import PreferenceBatch, SegmentBatch
 
 logger = logging.getLogger(__name__)
@@ -132,6 +132,11 @@ class DatasetConfig(ConfigSection):
     def validate(self, where: str) -> None:
         if isinstance(self.pairs, int) and self.pairs < 1:
             raise SpecError(f"{where}.pairs: the number of pairs must be >= 1, got {self.pairs}")
+        for key in ("episodes", "segment", "pairs_per_segment", "n_envs"):
+            check_int(getattr(self, key), f"{where}.{key}", low=1)
+        check_int(self.return_episodes, f"{where}.return_episodes", low=0)  # 0: no return measured
+        check_int(self.seed, f"{where}.seed", low=0, high=2**32 - 1)
+        check_range(self.noise, f"{where}.noise", low=0.0)
 
     def build_kwargs(self) -> dict[str, Any]:
         """The arguments of :func:`build_dataset` (everything but ``path``)."""
@@ -439,6 +444,12 @@ def build_dataset(
     start = time.perf_counter()
     oracle = load_oracle(spec)
     names = oracle.checkpoint_names
+    if len(names) < 2:
+        # an expert-only dataset has no spread of skill: refuse rather than build it silently
+        raise DatasetError(
+            f"the {spec.name} oracle has no skill levels (its manifest lists only the expert); an offline "
+            "dataset needs checkpoints between random and expert: retrain it with `prefrl oracle train`"
+        )
     if episodes < len(names):
         raise DatasetError(f"episodes ({episodes}) must be at least the number of checkpoints ({len(names)})")
     per_episode = spec.horizon // segment

@@ -4,6 +4,14 @@
 queries answered, tie share, skip share, agreement with the noise-free ``partial_return`` labels, the
 measured cycle rate (intransitive triples) and the labelling throughput. :func:`format_report` prints it
 as a table (``prefrl rate``). :func:`cycle_rate` works for any rater.
+
+**Bounded memory.** Pairs are sampled and labelled in chunks of ``chunk_pairs`` (default
+:data:`RATE_CHUNK_PAIRS`) and only running counts are kept, so ``num_pairs`` sets the time, not the
+memory; the segments (and the triples of the cycle rate) are checked against the machine's memory before
+they are collected. Pairs are drawn from one stream whatever the chunking, so a deterministic rater
+(``beta = inf``, no ``mistake``/``stoc``) gives the same report for every chunk size; a noisy rater
+draws its noise per chunk (a generator per chunk index), so its labels depend on the chunk size, which is
+fixed by default rather than chosen from the machine.
 """
 
 from __future__ import annotations
@@ -15,16 +23,38 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from prefrl.envs import load_env_spec
+from prefrl.errors import ConfigError, OracleError
 from prefrl.oracle import load_oracle
 from prefrl.raters.base import Rater
 from prefrl.raters.partial_return import PartialReturnRater
 from prefrl.raters.registry import make_rater
-from prefrl.segments import collect_segments, sample_pairs, sample_triples
+from prefrl.segments import collect_segments, sample_triples
+from prefrl.spec_utils import check_memory
 from prefrl.types import SegmentBatch
 
 if TYPE_CHECKING:
     from prefrl.envs import EnvSpec
     from prefrl.raters.regret import QFn, ValueFn
+
+
+__all__ = [
+    "MAX_RATE_PAIRS",
+    "RATE_CHUNK_PAIRS",
+    "agreement",
+    "cycle_rate",
+    "format_report",
+    "policy_segments",
+    "rate_report",
+]
+
+#: pairs labelled at once by :func:`rate_report` (its memory is a few dozen bytes per pair of a chunk)
+RATE_CHUNK_PAIRS = 100_000
+#: the most pairs :func:`rate_report` labels (about a minute per rater per 10**9 pairs at best)
+MAX_RATE_PAIRS = 10**10
+#: the most triples for the cycle rate (they are labelled at once)
+MAX_RATE_TRIPLES = 10**7
+#: the most segments :func:`rate_report` collects
+MAX_RATE_SEGMENTS = 10**6
 
 
 def cycle_rate(rater: Rater, segments: SegmentBatch, triples: np.ndarray, rng: np.random.Generator) -> float:
@@ -83,6 +113,12 @@ def policy_segments(
     """
     if isinstance(policy, str) and (policy == "mixed" or policy.startswith("oracle:")):
         oracle = load_oracle(spec)
+        if policy == "mixed" and len(oracle.checkpoint_names) < 2:
+            # without skill levels "mixed" would silently be random + expert only
+            raise OracleError(
+                f"policy 'mixed' needs the oracle's skill levels, but the {spec.name} oracle has none "
+                "(its manifest lists no levels); use --policy random or oracle:expert, or retrain the oracle"
+            )
         names = oracle.checkpoint_names if policy == "mixed" else [policy.split(":", 1)[1]]
         policies: list[Any] = (["random"] if policy == "mixed" else []) + [oracle.policy(n) for n in names]
         shares = np.array_split(np.arange(num_segments), len(policies))
@@ -107,6 +143,7 @@ def rate_report(
     repeats: int = 3,
     value_fn: ValueFn | None = None,
     q_fn: QFn | None = None,
+    chunk_pairs: int = RATE_CHUNK_PAIRS,
 ) -> dict[str, Any]:
     """Label the same sampled pairs with every rater and compare them.
 
@@ -123,6 +160,8 @@ def rate_report(
     :param repeats: timing repeats for the throughput (best is kept).
     :param value_fn: ``V*`` for regret raters (default: the registered oracle provider).
     :param q_fn: ``Q*`` for regret raters with ``form=advantage``.
+    :param chunk_pairs: pairs labelled at once (module docstring: bounded memory).
+    :raises ConfigError: a count out of range, or segments or triples that would not fit in memory.
     :returns: ``{"env", "policy", "seed", "num_segments", "segment_length", "num_pairs", "num_triples",
         "raters": [{"rater", "queries", "tie_share", "skip_share", "agreement", "cycle_rate",
         "pairs_per_s"}, ...]}`` (JSON-serialisable; ``agreement`` is ``None`` if nothing was answered).
@@ -130,34 +169,55 @@ def rate_report(
     spec = load_env_spec(env_spec)
     if isinstance(rater_specs, str):
         rater_specs = [rater_specs]
-    if num_pairs < 1:
-        raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
+    num_pairs = _check_count(num_pairs, "num_pairs", 1, MAX_RATE_PAIRS)
+    chunk_pairs = _check_count(chunk_pairs, "chunk_pairs", 1, None)
+    repeats = _check_count(repeats, "repeats", 1, 1000)
     # build every rater first so a typo fails before any env step
     raters = [make_rater(s, spec, value_fn=value_fn, q_fn=q_fn) for s in rater_specs]
-    n = int(num_segments) if num_segments is not None else int(np.clip(num_pairs // 5, 100, 1000))
-    t = int(num_triples) if num_triples is not None else min(num_pairs, 10_000)
+    n = int(np.clip(num_pairs // 5, 100, 1000)) if num_segments is None else num_segments
+    n = _check_count(n, "num_segments", 3, MAX_RATE_SEGMENTS)
+    t = min(num_pairs, 10_000) if num_triples is None else num_triples
+    t = _check_count(t, "num_triples", 1, MAX_RATE_TRIPLES)
+    length = spec.segment_length if segment_length is None else segment_length
+    length = _check_count(length, "segment_length", 1, spec.horizon)
+    per_step = sum(int(np.prod(s.shape or (1,))) for s in (spec.observation_space, spec.action_space))
+    # segments: obs, next obs, actions, factors, reward and flags per step, float64
+    check_memory(n * length * (2 * per_step + spec.num_factors + 4) * 8, f"{n:,} segments of {length} steps")
+    # the cycle rate labels 3 pairs per triple at once (indices, labels and the rater's temporaries)
+    check_memory(t * 3 * 96, f"{t:,} triples")
 
     segments = policy_segments(spec, policy, n, segment_length, seed)
-    rng = np.random.default_rng(seed)
-    pairs = sample_pairs(segments.num_segments, num_pairs, rng)
-    triples = sample_triples(segments.num_segments, t, rng)
-    reference, _ = PartialReturnRater().label_array(segments, pairs, rng)
+    triples = sample_triples(segments.num_segments, t, np.random.default_rng([seed, 2]))
+    pair_stream = np.random.default_rng([seed, 3])
+    reference_rater = PartialReturnRater()
+    totals = [{"answered": 0, "ties": 0, "agreement": 0.0} for _ in raters]
+    first_chunk: np.ndarray | None = None
+    for index, start in enumerate(range(0, num_pairs, chunk_pairs)):
+        pairs = _draw_pairs(segments.num_segments, min(chunk_pairs, num_pairs - start), pair_stream)
+        first_chunk = pairs if first_chunk is None else first_chunk
+        reference, _ = reference_rater.label_array(segments, pairs, np.random.default_rng(seed))
+        for rater, total in zip(raters, totals, strict=True):
+            labels, answered = rater.label_array(segments, pairs, np.random.default_rng([seed, 1, index]))
+            given = labels[answered]
+            total["answered"] += int(answered.sum())
+            total["ties"] += int(np.count_nonzero(given == 0.5))
+            total["agreement"] += float(np.sum(1.0 - np.abs(given - reference[answered])))
+    assert first_chunk is not None
 
     rows = []
-    for spec_str, rater in zip(rater_specs, raters, strict=True):
-        labels, answered = rater.label_array(segments, pairs, np.random.default_rng([seed, 1]))
+    for spec_str, rater, total in zip(rater_specs, raters, totals, strict=True):
         queries = rater.num_queries
-        given = labels[answered]
-        agree = agreement(given, reference[answered]) if given.size else None
+        answered = total["answered"]
         rows.append(
             {
                 "rater": spec_str,
                 "queries": int(queries),
-                "tie_share": float(np.mean(given == 0.5)) if given.size else 0.0,
-                "skip_share": float(1.0 - answered.mean()),
-                "agreement": agree,
+                "tie_share": total["ties"] / answered if answered else 0.0,
+                "skip_share": 1.0 - answered / num_pairs,
+                "agreement": total["agreement"] / answered if answered else None,
                 "cycle_rate": cycle_rate(rater, segments, triples, np.random.default_rng([seed, 2])),
-                "pairs_per_s": _throughput(rater, segments, pairs, seed, repeats),
+                # timed on the first chunk: the rate per pair does not grow with num_pairs
+                "pairs_per_s": _throughput(rater, segments, first_chunk, seed, repeats),
             }
         )
     return {
@@ -170,6 +230,29 @@ def rate_report(
         "num_triples": int(t),
         "raters": rows,
     }
+
+
+def _check_count(value: Any, name: str, low: int, high: int | None) -> int:
+    """An integer setting of :func:`rate_report` in ``[low, high]``, else :class:`ConfigError` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low:,}" if high is None else f"in [{low:,}, {high:,}]"
+        raise ConfigError(f"{name} must be an integer {bound}, got {value:,}")
+    return int(value)
+
+
+def _draw_pairs(num_segments: int, count: int, stream: np.random.Generator) -> np.ndarray:
+    """``[count, 2]`` uniform pairs of distinct segments from two doubles each.
+
+    Doubles are drawn one 64-bit output at a time, so drawing 10 + 10 pairs gives the same pairs as drawing
+    20: the pairs do not depend on how :func:`rate_report` chunks them.
+    """
+    u = stream.random((count, 2))
+    first = np.minimum((u[:, 0] * num_segments).astype(np.int64), num_segments - 1)
+    second = np.minimum((u[:, 1] * (num_segments - 1)).astype(np.int64), num_segments - 2)
+    second += second >= first  # uniform over the other n - 1 segments
+    return np.stack([first, second], axis=1)
 
 
 def format_report(report: dict[str, Any]) -> str:

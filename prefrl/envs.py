@@ -42,12 +42,21 @@ from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from prefrl.errors import SpecError
-from prefrl.spec_utils import check_keys, check_type, load_yaml, parse_value, shipped_spec_dir, suggest
+from prefrl.spec_utils import (
+    check_int,
+    check_keys,
+    check_type,
+    load_yaml,
+    parse_value,
+    shipped_spec_dir,
+    suggest,
+)
 
 __all__ = [
     "COMPUTED_FACTORS",
     "DEFAULT_ENV",
     "ENV_DIR",
+    "MAX_HORIZON",
     "NON_MARKOVIAN_STATISTICS",
     "SPEC_PATH_VARIABLE",
     "ComputedFactor",
@@ -57,6 +66,7 @@ __all__ = [
     "RewardFactorWrapper",
     "SpecShadowWarning",
     "gym_env_spec",
+    "gym_make",
     "list_env_specs",
     "load_env_spec",
     "load_env_spec_file",
@@ -75,6 +85,8 @@ SPEC_PATH_VARIABLE = "PREFRL_SPEC_PATH"
 ENTRY_POINT_GROUP = "prefrl.envs"
 #: prefix of a generated spec for a registered gymnasium env: ``gym:<id>[,key=value...]``
 GYM_PREFIX = "gym:"
+#: the longest horizon (and segment) a spec may declare: beyond it an episode never ends in practice
+MAX_HORIZON = 1_000_000
 #: trajectory-level statistics a non-Markovian rater may use
 NON_MARKOVIAN_STATISTICS = ("min", "max", "mean", "final", "fraction_above")
 
@@ -310,10 +322,15 @@ class EnvSpec:
     @functools.cached_property
     def _spaces(self) -> tuple[gym.Space, gym.Space]:
         # building a MuJoCo env costs a few ms; cache the spaces (cached_property writes to __dict__
-        # directly, so it works on a frozen dataclass)
-        env = gym.make(self.gym_id, **self.kwargs)
-        spaces = (env.observation_space, env.action_space)
-        env.close()
+        # directly, so it works on a frozen dataclass). The first build also takes one step through the
+        # factor wrapper: a kwarg the env only rejects when it runs, or a factor source it cannot serve,
+        # fails here as a SpecError naming the spec instead of mid-rollout.
+        env = gym_make(self)
+        try:
+            spaces = (env.observation_space, env.action_space)
+            _first_step(env, self)
+        finally:
+            env.close()
         return spaces
 
     @property
@@ -408,6 +425,8 @@ def load_env_spec(name_or_path: str | Path | EnvSpec = DEFAULT_ENV) -> EnvSpec:
     if text.startswith(GYM_PREFIX):
         return gym_env_spec(text)
     path = Path(text)
+    if path.is_dir():
+        raise SpecError(f"{path}: is a directory; give a spec file (my_env.yaml), a spec name or gym:<id>")
     if path.suffix in (".yaml", ".yml") or path.is_file():
         return load_env_spec_file(path)
     files = _spec_files()
@@ -479,11 +498,11 @@ def gym_env_spec(text: str) -> EnvSpec:
     return _parse_spec(data, Path(text))
 
 
-def _check_positive_int(value: Any, where: str) -> int:
+def _check_positive_int(value: Any, where: str, high: int | None = None) -> int:
     value = check_type(value, int, where)
     if value <= 0:
         raise SpecError(f"{where}: must be a positive integer, got {value}")
-    return value
+    return check_int(value, where, high=high)
 
 
 def _check_factor_ref(name: Any, known: Sequence[str], where: str) -> str:
@@ -601,7 +620,9 @@ def _parse_spec(data: dict[str, Any], path: Path) -> EnvSpec:
     check_keys(data, _TOP_KEYS, where, required=_REQUIRED_TOP)
     gym_id = check_type(data["gym_id"], str, f"{where}: gym_id")
     kwargs = check_type(data.get("kwargs") or {}, dict, f"{where}: kwargs")
-    horizon = _check_positive_int(data["horizon"], f"{where}: horizon")
+    for key in kwargs:
+        check_type(key, str, f"{where}: kwargs key")
+    horizon = _check_positive_int(data["horizon"], f"{where}: horizon", high=MAX_HORIZON)
     segment_length = _check_positive_int(
         data.get("segment_length", min(50, horizon)), f"{where}: segment_length"
     )
@@ -679,6 +700,53 @@ def _parse_spec(data: dict[str, Any], path: Path) -> EnvSpec:
 # --------------------------------------------------------------------------------------------------
 
 
+def gym_make(spec: EnvSpec, **extra: Any) -> gym.Env:
+    """``gymnasium.make(spec.gym_id, **spec.kwargs, **extra)``; a spec gymnasium cannot build is a SpecError.
+
+    An unknown or unregistered ``gym_id``, a missing dependency, or a kwarg the env rejects is the spec's
+    fault, not a bug: the error names the spec file (``gym:`` specs: the text given) and what failed.
+    """
+    where = str(spec.path) if spec.path is not None else spec.name
+    try:
+        return gym.make(spec.gym_id, **{**spec.kwargs, **extra})
+    except gym.error.Error as e:
+        raise SpecError(f"{where}: gymnasium cannot make '{spec.gym_id}': {_first_line(e)}") from e
+    except (TypeError, ValueError) as e:
+        reason = f"{type(e).__name__}: {_first_line(e)}"
+        raise SpecError(f"{where}: {spec.gym_id} rejects its kwargs {dict(spec.kwargs)}: {reason}") from e
+    except ImportError as e:
+        raise SpecError(f"{where}: '{spec.gym_id}' needs a module that is not installed: {e}") from e
+
+
+def _first_step(env: gym.Env, spec: EnvSpec) -> None:
+    """Reset ``env`` and take one step (a mid-range action) through :class:`RewardFactorWrapper`.
+
+    :raises SpecError: the env or a factor fails on it (the spec's kwargs, gym_id or factor sources)
+    """
+    space = env.action_space
+    if isinstance(space, gym.spaces.Box):
+        low = np.where(np.isfinite(space.low), space.low, -1.0)
+        high = np.where(np.isfinite(space.high), space.high, 1.0)
+        action: Any = ((low + high) / 2).astype(space.dtype)
+    else:
+        action = space.sample()
+    try:
+        wrapped = RewardFactorWrapper(env, spec)
+        wrapped.reset(seed=0)
+        wrapped.step(action)
+    except Exception as e:
+        where = str(spec.path) if spec.path is not None else spec.name
+        raise SpecError(
+            f"{where}: {spec.gym_id} (kwargs {dict(spec.kwargs)}) fails on its first step: "
+            f"{type(e).__name__}: {_first_line(e)}"
+        ) from e
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(error).__name__
+
+
 class RewardFactorWrapper(gym.Wrapper):
     """Adds ``info["factors"]``: the raw reward factors of the step, ``np.float64 [F]`` in spec order.
 
@@ -735,10 +803,10 @@ def make_env(
     ``max_episode_steps`` overrides the horizon (e.g. to measure returns past the time limit).
     """
     spec = load_env_spec(spec)
-    kwargs = dict(spec.kwargs)
+    extra: dict[str, Any] = {}
     if render_mode is not None:
-        kwargs["render_mode"] = render_mode
-    env = gym.make(spec.gym_id, max_episode_steps=max_episode_steps or spec.horizon, **kwargs)
+        extra["render_mode"] = render_mode
+    env = gym_make(spec, max_episode_steps=max_episode_steps or spec.horizon, **extra)
     env = RewardFactorWrapper(env, spec)
     if seed is not None:
         env.action_space.seed(seed)

@@ -5,6 +5,11 @@
 * :func:`render_pair` - two segments of an env (random policy or a run's policy) side by side with their
   true returns and the verdict of a rater (``P(segment 1 preferred)``, tie or skipped).
 
+Frames are written as they are produced (:class:`VideoWriter`), so a long rollout never holds more than one
+frame in memory; the video is written under a temporary name and renamed into place when complete, so an
+error or an interrupt part-way leaves no broken file behind. Sizes are checked first: width and height in
+``[1, MAX_FRAME_SIZE]``, a positive fps, episode count, step count and frame skip.
+
 MuJoCo renders offscreen through EGL (``MUJOCO_GL=egl``, GPU or Mesa's software EGL) or OSMesa
 (``MUJOCO_GL=osmesa``, with ``PYOPENGL_PLATFORM=osmesa``). :func:`configure_gl` checks the one set in the
 environment, or picks the first that works, in a throw-away subprocess (a broken GL backend can crash
@@ -15,34 +20,49 @@ install. Pendulum's own renderer needs pygame; without it, frames are drawn with
 from __future__ import annotations
 
 import inspect
+import io
 import os
+import struct
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import gymnasium as gym
-import imageio.v3 as iio
+import imageio.v2 as iio2
 import numpy as np
 from PIL import Image, ImageDraw
 
 from prefrl.agents import get_agent_class
 from prefrl.agents.base import PredictFn
-from prefrl.envs import EnvSpec, RewardFactorWrapper, load_env_spec, make_env
-from prefrl.errors import RenderError, RunDirError
+from prefrl.envs import EnvSpec, RewardFactorWrapper, gym_make, load_env_spec, make_env
+from prefrl.errors import ConfigError, RenderError, RunDirError, SpecError
 from prefrl.raters import make_rater
 from prefrl.run_dir import load_run_env_spec, read_run_config
+from prefrl.spec_utils import check_memory
 from prefrl.types import SegmentBatch
 
 __all__ = [
     "GL_BACKENDS",
+    "MAX_FPS",
+    "MAX_FRAME_SIZE",
+    "VIDEO_FORMATS",
+    "VideoWriter",
     "configure_gl",
     "load_policy",
     "render_pair",
     "render_rollout",
     "write_video",
 ]
+
+#: the largest frame width or height in pixels
+MAX_FRAME_SIZE = 8192
+#: the highest frame rate
+MAX_FPS = 1000
+#: video file suffixes :class:`VideoWriter` writes (MP4 and the others need imageio-ffmpeg)
+VIDEO_FORMATS = (".gif", ".mp4", ".webm", ".mov")
 
 #: offscreen MuJoCo backends tried in order when ``MUJOCO_GL`` is not set
 GL_BACKENDS = ("egl", "osmesa")
@@ -158,11 +178,12 @@ class _FrameSource:
     @staticmethod
     def _make(spec: Any, seed: int, size_kwargs: dict[str, Any]) -> Any:
 
-        kwargs = {**spec.kwargs, **size_kwargs, "render_mode": "rgb_array"}
         try:
-            env = gym.make(spec.gym_id, max_episode_steps=spec.horizon, **kwargs)
-        except gym.error.DependencyNotInstalled as e:
-            raise RenderError(f"{spec.gym_id} cannot render: {e}") from e
+            env = gym_make(spec, max_episode_steps=spec.horizon, render_mode="rgb_array", **size_kwargs)
+        except SpecError as e:
+            if isinstance(e.__cause__, gym.error.DependencyNotInstalled):
+                raise RenderError(f"{spec.gym_id} cannot render: {e.__cause__}") from e
+            raise
         env = RewardFactorWrapper(env, spec)
         env.action_space.seed(seed)
         env.reset(seed=seed)
@@ -192,26 +213,166 @@ def _caption(frame: np.ndarray, lines: Sequence[str], colour: tuple[int, int, in
     return np.asarray(image)
 
 
-def write_video(frames: Sequence[np.ndarray], out: str | Path, fps: int = 30) -> Path:
-    """Write ``frames`` (``[H, W, 3]`` uint8) to a .gif, or a .mp4 (needs ``imageio-ffmpeg`` or ``av``)."""
-    out = Path(out)
-    if not frames:
-        raise ValueError("no frames to write")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    suffix = out.suffix.lower()
-    if suffix == ".gif":
-        iio.imwrite(out, np.stack(frames), duration=1000.0 / fps, loop=0)
-    elif suffix in (".mp4", ".webm", ".mov"):
+class _GifStream:
+    """An animated GIF written frame by frame: each frame is encoded by Pillow as a one-frame GIF, and its
+    image block (with its colour table made local) is appended to the file, so memory stays one frame.
+
+    Layout (GIF89a): header, logical screen descriptor without a global colour table, the NETSCAPE2.0
+    looping extension, then per frame a graphic control extension (its delay), an image descriptor with
+    a local colour table, and the LZW data; the trailer ``;`` on :meth:`close`.
+    """
+
+    def __init__(self, path: Path, fps: int) -> None:
+        self._file = open(path, "wb")  # closed by close(): the writer outlives any with block
+        self._delay = max(1, round(100 / fps))  # GIF delays are in hundredths of a second
+        self._size: tuple[int, int] | None = None
+
+    def append_data(self, frame: np.ndarray) -> None:
+        height, width = frame.shape[:2]
+        if self._size is None:
+            self._size = (width, height)
+            # header, logical screen (no global colour table), loop forever
+            self._file.write(b"GIF89a" + struct.pack("<HHBBB", width, height, 0, 0, 0))
+            self._file.write(b"!\xff\x0bNETSCAPE2.0\x03\x01" + struct.pack("<H", 0) + b"\x00")
+        buffer = io.BytesIO()
+        Image.fromarray(frame).save(buffer, format="GIF")
+        self._file.write(b"!\xf9\x04" + struct.pack("<BHB", 0x04, self._delay, 0) + b"\x00")
+        self._file.write(_gif_image_block(buffer.getvalue()))
+
+    def close(self) -> None:
+        if not self._file.closed:
+            if self._size is not None:
+                self._file.write(b";")
+            self._file.close()
+
+
+def _gif_image_block(data: bytes) -> bytes:
+    """The image descriptor (with the file's global colour table as its local one) and the LZW data of a
+    one-frame GIF; its extensions are dropped (the stream writes its own graphic control extension)."""
+    packed = data[10]
+    position, table = 13, b""
+    if packed & 0x80:
+        size = 3 * 2 ** ((packed & 0x07) + 1)
+        table, position = data[13 : 13 + size], 13 + size
+    while data[position] == 0x21:  # extensions: label, then sub-blocks up to a zero-length one
+        position += 2
+        while data[position]:
+            position += data[position] + 1
+        position += 1
+    if data[position] != 0x2C:
+        raise ValueError("Pillow wrote a GIF without an image descriptor")
+    descriptor = bytearray(data[position : position + 10])
+    if table and not descriptor[9] & 0x80:
+        descriptor[9] = (descriptor[9] & ~0x07 & 0xFF) | 0x80 | (packed & 0x07)
+    body = data[position + 10 : -1] if data.endswith(b";") else data[position + 10 :]
+    return bytes(descriptor) + (table if not data[position + 9] & 0x80 else b"") + body
+
+
+class VideoWriter:
+    """Writes ``[H, W, 3]`` uint8 frames to a .gif or .mp4 one at a time (a context manager).
+
+    The file is written under a temporary name next to ``out`` and renamed to ``out`` when the ``with``
+    block ends normally; when it ends with an exception (or :meth:`abort`), the partial file is removed.
+    GIFs are streamed by :class:`_GifStream` (Pillow encodes each frame); MP4 (and WebM, MOV) by imageio's
+    ffmpeg writer, which needs ``imageio-ffmpeg``.
+
+    :raises ConfigError: an unsupported suffix, ``out`` is a directory, or ``fps`` out of range
+    :raises RenderError: no video encoder for the suffix
+    """
+
+    def __init__(self, out: str | Path, fps: int = 30) -> None:
+        self.path = Path(out)
+        suffix = self.path.suffix.lower()
+        if suffix not in VIDEO_FORMATS:
+            raise ConfigError(f"unsupported video format '{suffix}'; use .gif or .mp4")
+        if self.path.is_dir():
+            raise ConfigError(f"output {self.path} is a directory; give a file name such as rollout.gif")
+        _check_int(fps, "fps", 1, MAX_FPS)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.frames = 0
+        self._shape: tuple[int, ...] | None = None
+        self._partial = self.path.with_name(f".{self.path.stem}.partial{suffix}")
         try:
-            iio.imwrite(out, np.stack(frames), fps=fps)
+            if suffix == ".gif":
+                # imageio's Pillow plugin keeps every frame until it closes: write them as they come
+                self._writer: Any = _GifStream(self._partial, fps)
+            else:
+                self._writer = iio2.get_writer(self._partial, format="FFMPEG", mode="I", fps=fps)
         except Exception as e:
+            self._partial.unlink(missing_ok=True)
+            if suffix == ".gif":
+                raise
             raise RenderError(
                 f"writing {suffix} needs a video encoder ({type(e).__name__}: {e}); "
-                "pip install imageio-ffmpeg (or av), or write a .gif"
+                "pip install imageio-ffmpeg, or write a .gif"
             ) from e
-    else:
-        raise ValueError(f"unsupported video format '{suffix}'; use .gif or .mp4")
-    return out
+
+    def append(self, frame: np.ndarray) -> None:
+        """Write one frame (every frame must have the shape of the first)."""
+        frame = np.asarray(frame, dtype=np.uint8)
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
+            raise ValueError(f"a frame must be [H >= 1, W >= 1, 3] uint8, got shape {frame.shape}")
+        if self._shape is None:
+            self._shape = frame.shape
+        elif frame.shape != self._shape:
+            raise ValueError(f"frame {self.frames} has shape {frame.shape}, the first had {self._shape}")
+        self._writer.append_data(frame)
+        self.frames += 1
+
+    def close(self) -> Path:
+        """Finish the file and move it to ``out``; return ``out``.
+
+        :raises ValueError: no frame was written (the partial file is removed)
+        """
+        self._writer.close()
+        if self.frames == 0:
+            self._partial.unlink(missing_ok=True)
+            raise ValueError("no frames to write")
+        self._partial.replace(self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Stop writing and remove the partial file (``out`` is left as it was)."""
+        try:
+            self._writer.close()
+        except Exception:  # the file is removed anyway; the original error is what matters
+            pass
+        self._partial.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_video(frames: Iterable[np.ndarray], out: str | Path, fps: int = 30) -> Path:
+    """Write ``frames`` (``[H, W, 3]`` uint8; any iterable, a generator is consumed as it goes) to a .gif,
+    or a .mp4 (needs ``imageio-ffmpeg``); return ``out``. A failure part-way leaves no file behind."""
+    with VideoWriter(out, fps=fps) as video:
+        for frame in frames:
+            video.append(frame)
+    return video.path
+
+
+def _check_int(value: Any, name: str, low: int, high: int | None = None) -> int:
+    """A render setting: an integer in ``[low, high]``, else :class:`ConfigError` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{name} must be an integer {bound}, got {value}")
+    return int(value)
+
+
+def _check_frame_size(width: int, height: int) -> None:
+    _check_int(width, "width", 1, MAX_FRAME_SIZE)
+    _check_int(height, "height", 1, MAX_FRAME_SIZE)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -271,29 +432,54 @@ def render_rollout(
     :param max_steps: steps per episode (default: the env's horizon)
     :param frame_skip: keep every ``frame_skip``-th frame (smaller files)
     :param trust: see :func:`load_policy`
+    :raises ConfigError: a size, count or rate out of range, or an unsupported ``out`` suffix
     :raises RenderError: no way to render here (the message says what to install)
     """
+    _check_frame_size(width, height)
+    _check_int(episodes, "episodes", 1)
+    _check_int(fps, "fps", 1, MAX_FPS)
+    _check_int(frame_skip, "frame_skip", 1)
+    _check_int(seed, "seed", 0)
+    if max_steps is not None:
+        _check_int(max_steps, "max_steps", 1)
     spec, predict = load_policy(run_dir, trust=trust)
     out = Path(run_dir) / "rollout.gif" if out is None else Path(out)
-    source = _FrameSource(spec, seed, width, height)
-    frames = []
-    try:
-        for episode in range(episodes):
-            obs, _ = source.env.reset(seed=seed + episode)
-            total, steps = 0.0, max_steps or spec.horizon
-            for t in range(steps):
-                if t % frame_skip == 0:
-                    caption = [f"{spec.name} episode {episode + 1}", f"step {t}  true return {total:.1f}"]
-                    frames.append(_caption(source.frame(), caption))
-                obs, reward, terminated, truncated, _ = source.env.step(_action(predict, source.env, obs))
-                total += float(reward)
-                if terminated or truncated:
-                    break
-            caption = [f"{spec.name} episode {episode + 1} (end)", f"step {t + 1}  true return {total:.1f}"]
-            frames.extend([_caption(source.frame(), caption)] * max(1, fps // 2))  # hold the last frame
-    finally:
-        source.close()
-    return write_video(frames, out, fps=max(1, fps // frame_skip))
+    with VideoWriter(out, fps=max(1, fps // frame_skip)) as video:
+        source = _FrameSource(spec, seed, width, height)
+        try:
+            for frame in _rollout_frames(source, spec, predict, episodes, max_steps, fps, seed, frame_skip):
+                video.append(frame)
+        finally:
+            source.close()
+    return video.path
+
+
+def _rollout_frames(
+    source: _FrameSource,
+    spec: EnvSpec,
+    predict: PredictFn,
+    episodes: int,
+    max_steps: int | None,
+    fps: int,
+    seed: int,
+    frame_skip: int,
+) -> Iterator[np.ndarray]:
+    """The captioned frames of :func:`render_rollout`, produced one at a time."""
+    for episode in range(episodes):
+        obs, _ = source.env.reset(seed=seed + episode)
+        total, steps, t = 0.0, max_steps or spec.horizon, 0
+        for t in range(steps):
+            if t % frame_skip == 0:
+                caption = [f"{spec.name} episode {episode + 1}", f"step {t}  true return {total:.1f}"]
+                yield _caption(source.frame(), caption)
+            obs, reward, terminated, truncated, _ = source.env.step(_action(predict, source.env, obs))
+            total += float(reward)
+            if terminated or truncated:
+                break
+        caption = [f"{spec.name} episode {episode + 1} (end)", f"step {t + 1}  true return {total:.1f}"]
+        last = _caption(source.frame(), caption)
+        for _ in range(max(1, fps // 2)):  # hold the last frame
+            yield last
 
 
 def _record_segment(
@@ -340,7 +526,14 @@ def render_pair(
 
     :param trust: see :func:`load_policy`
     :returns: the video path and ``P(segment 1 preferred)`` (``None`` if the rater skipped the query)
+    :raises ConfigError: a size, rate or length out of range (the frames of both segments are kept to be
+        drawn side by side: their memory is checked against the machine's first)
     """
+    _check_frame_size(width, height)
+    _check_int(fps, "fps", 1, MAX_FPS)
+    _check_int(seed, "seed", 0)
+    if segment_length is not None:
+        _check_int(segment_length, "segment_length", 1)
     if run_dir is not None:
         spec, predict = load_policy(run_dir, trust=trust)
         if spec.name != load_env_spec(env).name:
@@ -349,6 +542,10 @@ def render_pair(
         spec, predict = load_env_spec(env), None
     judge = make_rater(rater, spec)
     length = segment_length or spec.segment_length
+    if length > spec.horizon:
+        raise ConfigError(f"segment_length {length} exceeds {spec.name}'s horizon ({spec.horizon} steps)")
+    # two recorded segments of frames (+ one composed frame at a time): [2, length, H, W, 3] uint8
+    check_memory(2 * length * width * height * 3, f"--segment-length {length} at {width}x{height} pixels")
     source = _FrameSource(spec, seed, width, height)
     try:
         recorded = [_record_segment(source, predict, length, seed + i) for i in range(2)]
@@ -365,18 +562,22 @@ def render_pair(
         verdict = f"P(left preferred) = {label:.2f}: {'LEFT' if label > 0.5 else 'RIGHT'} preferred"
     returns = batch.reward.sum(axis=1)
     policy_name = "random policy" if run_dir is None else f"policy of {Path(run_dir).name}"
-    frames = []
-    for t in range(length):
-        halves = []
-        for i, side in enumerate(("left", "right")):
-            so_far = batch.reward[i, : t + 1].sum()
-            lines = [f"segment {i + 1} ({side})", f"return so far {so_far:.1f} / {returns[i]:.1f}"]
-            halves.append(_caption(recorded[i][1][t], lines))
-        frames.append(
-            _caption(np.concatenate(halves, axis=1), [f"{spec.name}, {policy_name}; rater {rater}", verdict])
-        )
-    frames.extend([frames[-1]] * fps)  # hold the verdict
-    return write_video(frames, out, fps=fps), label
+    title = [f"{spec.name}, {policy_name}; rater {rater}", verdict]
+
+    def frames() -> Iterator[np.ndarray]:
+        frame = None
+        for t in range(length):
+            halves = []
+            for i, side in enumerate(("left", "right")):
+                so_far = batch.reward[i, : t + 1].sum()
+                lines = [f"segment {i + 1} ({side})", f"return so far {so_far:.1f} / {returns[i]:.1f}"]
+                halves.append(_caption(recorded[i][1][t], lines))
+            frame = _caption(np.concatenate(halves, axis=1), title)
+            yield frame
+        for _ in range(fps):  # hold the verdict
+            yield frame
+
+    return write_video(frames(), out, fps=fps), label
 
 
 # --------------------------------------------------------------------------------------------------

@@ -8,7 +8,10 @@
 3. aggregate IQM / mean intervals and the probability of improvement between agents (rliable);
 4. rater diagnostics of the raters the runs used (tie / skip / cycle rates, agreement);
 5. failed and unfinished runs with their error;
-6. provenance: git commits, package versions, Python and hosts from the runs' ``meta.json``.
+6. skipped runs: every run directory left out of the tables (or read in part) and why
+   (:func:`prefrl.analysis.scan_runs`: an empty or ragged ``progress.csv``, a broken ``config.yaml``, ...);
+   with ``strict=True`` a damaged run stops the report instead;
+7. provenance: git commits, package versions, Python and hosts from the runs' ``meta.json``.
 
 Markdown (``fmt="md"``) links the figures, written next to it in ``figures/``; HTML (``fmt="html"``)
 embeds them as base64 PNG, so the one file is the whole report.
@@ -30,10 +33,11 @@ import pandas as pd
 
 from prefrl import analysis, plots
 from prefrl.diagnostics import rate_report
+from prefrl.errors import ConfigError, RunDirError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMATS", "make_figures", "provenance", "run_status", "write_report"]
+__all__ = ["FORMATS", "make_figures", "provenance", "run_status", "skipped_runs", "write_report"]
 
 #: report formats
 FORMATS = ("md", "html")
@@ -64,6 +68,7 @@ def make_figures(
     only_done: bool = True,
     seed: int = 0,
     table: pd.DataFrame | None = None,
+    strict: bool = False,
 ) -> dict[str, list[Path]]:
     """Write learning curves, aggregate intervals and probability-of-improvement plots (PNG + SVG).
 
@@ -73,14 +78,19 @@ def make_figures(
     :param only_done: use finished runs only
     :param seed: seeds the bootstrap (same data and seed -> same figures)
     :param table: an already loaded :func:`prefrl.analysis.load_runs` table
+    :param strict: a damaged run directory raises instead of being left out (``table.attrs["skipped"]``
+        lists what was left out otherwise)
     :returns: ``{figure name: [png, svg]}``
-    :raises ValueError: no finished run with an evaluation under ``run_root``
+    :raises RunDirError: no finished run with an evaluation under ``run_root``, or (``strict``) a damaged run
     """
-    run_root = Path(run_root)
+    run_root = _check_root(run_root)
+    _check_reps(reps)
     out = run_root / "plots" if out is None else Path(out)
-    table = analysis.load_runs(run_root, only_done=only_done) if table is None else table
+    if out.is_file():
+        raise RunDirError(f"figure folder {out} is a file; give a folder")
+    table = analysis.load_runs(run_root, only_done=only_done, strict=strict) if table is None else table
     if table.empty:
-        raise ValueError(f"no {'finished ' if only_done else ''}runs with evaluations under {run_root}")
+        raise RunDirError(_nothing_to_show(run_root, only_done, table))
     figures = _curve_figures(table, out, reps, seed)
     aggregates = analysis.aggregate_table(table, reps=reps, seed=seed)
     for group, rows in aggregates.groupby("group", sort=True):
@@ -94,6 +104,36 @@ def make_figures(
             name = f"improvement_{_slug(group)}"
             figures[name] = plots.plot_probability_of_improvement(probabilities, out / name)
     return figures
+
+
+def _check_root(run_root: str | Path) -> Path:
+    run_root = Path(run_root)
+    if not run_root.is_dir():
+        raise RunDirError(f"{run_root} is not a directory" + ("" if run_root.exists() else " (not found)"))
+    return run_root
+
+
+def _check_reps(reps: int) -> None:
+    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
+        raise ConfigError(f"reps (bootstrap resamples) must be a positive integer, got {reps!r}")
+
+
+def skipped_runs(table: pd.DataFrame) -> list[analysis.SkippedRun]:
+    """The runs a :func:`prefrl.analysis.load_runs` table left out or read in part (its attrs)."""
+    return [analysis.SkippedRun(**item) for item in table.attrs.get("skipped", [])]
+
+
+def _nothing_to_show(run_root: Path, only_done: bool, table: pd.DataFrame) -> str:
+    """Why there is no table: no runs at all, or runs that were all left out (the first reason named)."""
+    skipped = skipped_runs(table)
+    text = f"no {'finished ' if only_done else ''}runs with evaluations under {run_root}"
+    damaged = [s for s in skipped if s.kind != "unfinished"]
+    if damaged:
+        text += f"; {len(damaged)} damaged run(s) left out, e.g. {damaged[0]}"
+    unfinished = len(skipped) - len(damaged)
+    if unfinished:
+        text += f"; {unfinished} unfinished run(s)" + (" (--all includes them)" if only_done else "")
+    return text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -286,6 +326,34 @@ def _failure_blocks(run_root: Path) -> list[_Block]:
     return blocks
 
 
+def _skipped_blocks(run_root: Path, table: pd.DataFrame) -> list[_Block]:
+    """Every run directory left out of the tables or read in part, with the reason."""
+    skipped = skipped_runs(table)
+    if not skipped:
+        return [_Block("p", "None: every run directory found was read in full.")]
+
+    def shown(path: str) -> str:
+        try:
+            return str(Path(path).relative_to(run_root))
+        except ValueError:
+            return path
+
+    frame = pd.DataFrame(
+        {
+            "run_dir": [shown(s.run_dir) for s in skipped],
+            "kind": [s.kind for s in skipped],
+            "reason": [s.reason for s in skipped],
+        }
+    )
+    counts = frame["kind"].value_counts()
+    text = ", ".join(f"{int(counts.get(k, 0))} {k}" for k in ("damaged", "partial", "unfinished"))
+    caption = (
+        f"{text}: damaged runs are left out of every table and figure, partial ones lost the lines named, "
+        "unfinished ones are not finished yet"
+    )
+    return [_Block("table", frame, caption)]
+
+
 def _provenance_blocks(run_root: Path) -> list[_Block]:
     prov = provenance(run_root)
     lines = [f"git commit {c}: {n} run(s)" for c, n in prov["git_commits"].items()]
@@ -345,6 +413,7 @@ def _build_blocks(
         if rater_blocks:
             blocks += [_Block("h2", "Rater diagnostics"), *rater_blocks]
     blocks += [_Block("h2", "Failed and unfinished runs"), *_failure_blocks(run_root)]
+    blocks += [_Block("h2", "Skipped runs"), *_skipped_blocks(run_root, table)]
     blocks += [_Block("h2", "Provenance"), *_provenance_blocks(run_root)]
     return blocks
 
@@ -408,6 +477,8 @@ def write_report(
     seed: int = 0,
     rater_diagnostics: bool = True,
     rater_pairs: int = 2000,
+    strict: bool = False,
+    table: pd.DataFrame | None = None,
 ) -> Path:
     """Write the report of every finished run under ``run_root``; return the report's path.
 
@@ -419,18 +490,27 @@ def write_report(
     :param seed: seeds the bootstrap and the rater diagnostics
     :param rater_diagnostics: label fresh pairs with the runs' raters and report tie/skip/cycle rates
     :param rater_pairs: pairs labelled for the rater diagnostics (random-policy segments)
-    :raises ValueError: unknown format, or no finished run under ``run_root``
+    :param strict: a damaged run directory raises instead of being left out and listed under "Skipped runs"
+    :param table: the finished runs, already loaded (:func:`prefrl.analysis.load_runs` with
+        ``only_done=True``; its ``attrs["skipped"]`` fill the "Skipped runs" section)
+    :raises ConfigError: unknown format or ``reps`` < 1
+    :raises RunDirError: ``run_root`` is not a directory, ``out`` is one, no finished run under
+        ``run_root``, or (``strict``) a damaged run
     """
     if fmt not in FORMATS:
-        raise ValueError(f"unknown report format '{fmt}'; expected one of {', '.join(FORMATS)}")
-    run_root = Path(run_root)
-    if not run_root.is_dir():
-        raise ValueError(f"{run_root} is not a directory")
+        raise ConfigError(f"unknown report format '{fmt}'; expected one of {', '.join(FORMATS)}")
+    _check_reps(reps)
+    if isinstance(rater_pairs, bool) or not isinstance(rater_pairs, int) or rater_pairs < 0:
+        raise ConfigError(f"rater_pairs must be an integer >= 0, got {rater_pairs!r}")
+    run_root = _check_root(run_root)
     out = run_root / f"report.{fmt}" if out is None else Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table = analysis.load_runs(run_root, only_done=True)
+    if out.is_dir():
+        example = out / f"report.{fmt}"
+        raise RunDirError(f"report file {out} is a directory; give a file name (e.g. {example})")
+    table = analysis.load_runs(run_root, only_done=True, strict=strict) if table is None else table
     if table.empty:
-        raise ValueError(f"no finished runs with evaluations under {run_root}")
+        raise RunDirError(_nothing_to_show(run_root, True, table))
+    out.parent.mkdir(parents=True, exist_ok=True)
     figure_dir = out.parent / "figures"
     blocks = _build_blocks(run_root, table, figure_dir, reps, seed, rater_pairs if rater_diagnostics else 0)
     text = _to_markdown(blocks, out.parent) if fmt == "md" else _to_html(blocks)

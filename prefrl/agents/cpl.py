@@ -43,6 +43,8 @@ __all__ = ["CPLAgent", "cpl_accuracy", "cpl_loss", "preferred_mask"]
 class CPLConfig(ConfigSection):
     """The ``cpl:`` section (defaults: the official MetaWorld configs of jhejna/cpl)."""
 
+    ranges: ClassVar[dict[str, str]] = {"bc_coeff": "[0, inf)"}
+
     #: temperature: ``A(seg) = alpha * sum_t log pi(a_t|s_t)``
     alpha: float = 0.1
     #: conservative bias ``lambda`` in (0, 1] (official contrastive_bias); 1 = symmetric loss

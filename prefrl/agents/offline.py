@@ -65,6 +65,13 @@ POLICY_FORMAT = 1
 class OfflineConfig(ConfigSection):
     """The ``offline:`` section shared by every offline agent (defaults: the official CPL code)."""
 
+    ranges: ClassVar[dict[str, str]] = {
+        "learning_rate": "(0, inf)",
+        "lr_warmup_fraction": "[0, 1)",
+        "action_eps": "(0, 1)",
+        "grad_clip": "(0, inf)",
+    }
+
     #: minibatch size (CPL: pairs per gradient step; BC: segments)
     batch_size: int = 96
     #: Adam learning rate

@@ -127,6 +127,11 @@ class RewardModelConfig(ConfigSection):
     """The ``reward_model:`` section: the Bradley-Terry ensemble and its incremental refits."""
 
     value_names: ClassVar[dict[str, str]] = {"inputs": "input mode"}
+    ranges: ClassVar[dict[str, str]] = {
+        "learning_rate": "(0, inf)",
+        "weight_decay": "[0, inf)",
+        "net_arch": "[1, inf)",
+    }
 
     #: what the model sees per step: obs | obs_act (Christiano et al.) | obs_factors (HERON)
     inputs: RewardInputs = "obs_act"

@@ -14,6 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from prefrl.cli.echo import echo_progress
+from prefrl.cli.values import int_in, seed
 from prefrl.dataset_minari import (
     EXPORT_FORMATS,
     MINARI_PATH_ENV,
@@ -61,7 +62,7 @@ def _add_build(sub: Any) -> None:
     build.add_argument("--rater", default="regret", help="rater spec (default: %(default)s)")
     build.add_argument(
         "--episodes",
-        type=int,
+        type=int_in(1),
         default=DatasetConfig.episodes,
         help="episodes over all checkpoints (default: %(default)s)",
     )
@@ -72,7 +73,10 @@ def _add_build(sub: Any) -> None:
         help="action-noise std / action half-range (default: %(default)s)",
     )
     build.add_argument(
-        "--segment", type=int, default=DatasetConfig.segment, help="steps per segment (default: %(default)s)"
+        "--segment",
+        type=int_in(1),
+        default=DatasetConfig.segment,
+        help="steps per segment (default: %(default)s)",
     )
     build.add_argument(
         "--pairs",
@@ -82,21 +86,21 @@ def _add_build(sub: Any) -> None:
     )
     build.add_argument(
         "--pairs-per-segment",
-        type=int,
+        type=int_in(1),
         default=DatasetConfig.pairs_per_segment,
         help="pairs per segment with --pairs dense (default: %(default)s)",
     )
-    build.add_argument("--seed", type=int, default=DatasetConfig.seed, help="default: %(default)s")
+    build.add_argument("--seed", type=seed, default=DatasetConfig.seed, help="default: %(default)s")
     build.add_argument(
         "--n-envs",
-        type=int,
+        type=int_in(1, 1024),
         default=DatasetConfig.n_envs,
         help="parallel envs per checkpoint rollout (default: %(default)s)",
     )
     build.add_argument("--out", default=None, help="output file (default: the cache, by content hash)")
     build.add_argument(
         "--return-episodes",
-        type=int,
+        type=int_in(0),
         default=DatasetConfig.return_episodes,
         help="episodes per checkpoint measuring its noisy return (default: %(default)s)",
     )

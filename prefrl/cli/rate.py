@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from prefrl.agents import get_agent_class, list_agents
-from prefrl.diagnostics import format_report, rate_report
+from prefrl.cli.values import int_in, seed
+from prefrl.diagnostics import MAX_RATE_PAIRS, format_report, rate_report
 from prefrl.envs import DEFAULT_ENV, list_env_specs, load_env_spec
 from prefrl.errors import PrefrlError
 from prefrl.raters import list_raters
@@ -34,14 +35,19 @@ def add_parser(subparsers: Any) -> None:
         required=True,
         help="rater spec NAME[:KEY=VALUE,...][+WRAPPER...], repeatable; names: " + ", ".join(list_raters()),
     )
-    rate.add_argument("--pairs", type=int, default=10_000, help="segment pairs to label")
+    rate.add_argument(
+        "--pairs",
+        type=int_in(1, MAX_RATE_PAIRS),
+        default=10_000,
+        help="segment pairs to label (in chunks: memory does not grow with it, time does)",
+    )
     rate.add_argument(
         "--policy",
         default="random",
         help="policy that generates the segments: random, mixed (the oracle's skill levels and a random "
         "policy) or oracle:CHECKPOINT",
     )
-    rate.add_argument("--seed", type=int, default=0, help="seeds the segments, the pairs and the raters")
+    rate.add_argument("--seed", type=seed, default=0, help="seeds the segments, the pairs and the raters")
     rate.add_argument("--json", action="store_true", help="print one JSON object")
     rate.set_defaults(func=cmd_rate)
 

@@ -6,8 +6,9 @@ import argparse
 import sys
 from typing import Any
 
+from prefrl.cli.values import int_in, seed
 from prefrl.errors import ConfigError, RenderError
-from prefrl.render import render_pair, render_rollout, run_env_spec
+from prefrl.render import MAX_FPS, MAX_FRAME_SIZE, render_pair, render_rollout, run_env_spec
 
 __all__ = ["add_parser"]
 
@@ -32,15 +33,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="output file, .gif or .mp4 (MP4 needs imageio-ffmpeg) (default: RUN/rollout.gif, or pair.gif)",
     )
-    p.add_argument("--episodes", type=int, default=1, help="episodes of the rollout")
-    p.add_argument("--steps", type=int, default=None, help="steps per episode (default: the env's horizon)")
     p.add_argument(
-        "--segment-length", type=int, default=None, help="segment length for --pair (default: the env spec's)"
+        "--episodes", type=int_in(1), default=1, help="episodes of the rollout (frames are written as made)"
     )
-    p.add_argument("--fps", type=int, default=30, help="frames per second")
-    p.add_argument("--width", type=int, default=320, help="frame width in pixels")
-    p.add_argument("--height", type=int, default=240, help="frame height in pixels")
-    p.add_argument("--seed", type=int, default=0, help="seeds the episodes (and the pair's segments)")
+    p.add_argument(
+        "--steps", type=int_in(1), default=None, help="steps per episode (default: the env's horizon)"
+    )
+    p.add_argument(
+        "--segment-length",
+        type=int_in(1),
+        default=None,
+        help="segment length for --pair (default: the env spec's)",
+    )
+    p.add_argument("--fps", type=int_in(1, MAX_FPS), default=30, help="frames per second")
+    p.add_argument("--width", type=int_in(1, MAX_FRAME_SIZE), default=320, help="frame width in pixels")
+    p.add_argument("--height", type=int_in(1, MAX_FRAME_SIZE), default=240, help="frame height in pixels")
+    p.add_argument("--seed", type=seed, default=0, help="seeds the episodes (and the pair's segments)")
     p.add_argument(
         "--trust",
         action="store_true",

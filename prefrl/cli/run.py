@@ -10,6 +10,7 @@ from typing import Any
 from prefrl.agents import list_agents
 from prefrl.analysis import FinalEvaluation, final_evaluation
 from prefrl.cli.echo import echo_progress
+from prefrl.cli.values import seed
 from prefrl.config import parse_overrides
 from prefrl.demo import DEMO_OFFLINE_STEPS, DEMO_ONLINE_STEPS, DEMO_SEEDS, run_demo
 from prefrl.envs import DEFAULT_ENV
@@ -51,7 +52,7 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help=_rater_help() + " (default: none; agents that learn from preferences need one)",
     )
-    run.add_argument("--seed", type=int, default=0, help="run seed")
+    run.add_argument("--seed", type=seed, default=0, help="run seed")
     run.add_argument(
         "--steps",
         type=int,

@@ -160,8 +160,12 @@ class OracleManifest:
             unknown algorithm
         """
         data = dict(data)
+        if not isinstance(data.get("levels"), list):
+            # every manifest prefrl writes lists its skill levels; without them datasets would silently
+            # be built from the expert alone
+            raise OracleError(f"{where} has no 'levels' list (a damaged or foreign manifest)")
         data["expert"] = CheckpointInfo(**data["expert"])
-        data["levels"] = [CheckpointInfo(**level) for level in data.get("levels", [])]
+        data["levels"] = [CheckpointInfo(**level) for level in data["levels"]]
         manifest = OracleManifest(**data)
         names = [manifest.expert.file, *(level.file for level in manifest.levels), *manifest.files]
         for name in names:
@@ -561,7 +565,9 @@ def read_manifest(
         )
     try:
         manifest = OracleManifest.from_dict(json.loads(manifest_path.read_text()), str(manifest_path))
-    except (json.JSONDecodeError, TypeError, KeyError) as e:
+    except OracleError:
+        raise
+    except (json.JSONDecodeError, TypeError, KeyError, ValueError, AttributeError) as e:
         reason = (str(e).splitlines() or [""])[0][:100]
         raise OracleError(
             f"oracle manifest {manifest_path} is corrupted ({reason}); {_repair_hint(spec, directory)}"

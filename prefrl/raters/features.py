@@ -57,6 +57,22 @@ def check_step_weights(step_weights: np.ndarray | None, length: int) -> np.ndarr
     return step_weights
 
 
+def check_finite_param(value: float | None, name: str, rater: str) -> float | None:
+    """``value`` as a float if it is a finite number (``None`` passes through), else :class:`RaterError`.
+
+    NaN or an infinite threshold or margin would make every comparison a tie (or none), silently.
+    """
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise RaterError(f"{rater}: {name} must be a number, got {value!r}") from None
+    if not np.isfinite(number):
+        raise RaterError(f"{rater}: {name} must be a finite number, got {number}")
+    return number
+
+
 def check_unit_interval(value: float, name: str, rater: str, open_low: bool = False) -> float:
     """Check ``value`` lies in ``[0, 1]`` (``(0, 1]`` with ``open_low``) and return it as a float."""
     try:

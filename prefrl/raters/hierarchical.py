@@ -63,8 +63,8 @@ class HierarchicalRater(Rater):
         sigmas = np.asarray(margins, dtype=np.float64)
         if sigmas.shape != (len(ranking),):
             raise RaterError(f"hierarchical: need one margin per level ({len(ranking)}), got {len(sigmas)}")
-        if not np.all(sigmas >= 0):
-            raise RaterError(f"hierarchical: margins must be >= 0, got {sigmas.tolist()}")
+        if not np.all((sigmas >= 0) & np.isfinite(sigmas)):
+            raise RaterError(f"hierarchical: margins must be finite and >= 0, got {sigmas.tolist()}")
         self.ranking = ranking
         self.sigmas = sigmas
         self.drop_ties = bool(drop_ties)

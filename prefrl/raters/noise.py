@@ -85,7 +85,7 @@ import numpy as np
 
 from prefrl.errors import RaterError
 from prefrl.raters.base import Rater, ScoreRater
-from prefrl.raters.features import check_unit_interval
+from prefrl.raters.features import check_finite_param, check_unit_interval
 from prefrl.types import SegmentBatch
 
 
@@ -286,8 +286,8 @@ class Skip(RaterWrapper):
     ) -> None:
         super().__init__(inner)
         self.eps = check_unit_interval(eps, "eps", self.name)
-        self.margin = None if margin is None else float(margin)
-        self.threshold = None if threshold is None else float(threshold)
+        self.margin = check_finite_param(margin, "margin", self.name)
+        self.threshold = check_finite_param(threshold, "threshold", self.name)
 
     def skip_threshold(self, segments: SegmentBatch) -> float:
         """The return threshold for this batch: a pair is skipped when both returns are ``<=`` it.
@@ -346,7 +346,7 @@ class Equal(RaterWrapper):
     def __init__(self, inner: Rater, eps: float = 0.1, margin: float | None = None) -> None:
         super().__init__(inner)
         self.eps = check_unit_interval(eps, "eps", self.name)
-        self.margin = None if margin is None else float(margin)
+        self.margin = check_finite_param(margin, "margin", self.name)
 
     def tie_width(self, segments: SegmentBatch) -> float:
         """``eps * |margin|`` for this batch of segments."""

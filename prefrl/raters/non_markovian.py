@@ -18,7 +18,7 @@ import numpy as np
 
 from prefrl.errors import RaterError
 from prefrl.raters.base import ScoreRater
-from prefrl.raters.features import require_env_spec, step_utilities
+from prefrl.raters.features import check_finite_param, require_env_spec, step_utilities
 from prefrl.types import SegmentBatch
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class NonMarkovianRater(ScoreRater):
         self.factor = factor
         if self.statistic == "fraction_above" and threshold is None:
             raise RaterError("non_markovian: statistic 'fraction_above' needs a threshold")
-        self.threshold = None if threshold is None else float(threshold)
+        self.threshold = check_finite_param(threshold, "threshold", self.name)
 
     def score(self, segments: SegmentBatch, step_weights: np.ndarray | None = None) -> np.ndarray:
         """The statistic per segment, ``[N]``."""

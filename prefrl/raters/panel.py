@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from prefrl.envs import EnvSpec
 
 PANEL_MODES = ("random", "majority")
+#: the largest drawn panel (each member is a rater scoring every segment)
+MAX_PANEL_MEMBERS = 10_000
+#: the largest log-normal spread of drawn member weights
+MAX_PANEL_SPREAD = 20.0
 
 
 def draw_member_weights(
@@ -65,10 +69,15 @@ class PanelRater(Rater):
         self.member_weights: np.ndarray | None = None
         if members is None:
             spec = require_env_spec(env_spec, "panel (with drawn members)")
-            if int(num_members) != num_members or num_members < 2:
-                raise RaterError(f"panel: num_members must be an integer >= 2, got {num_members}")
-            if not spread >= 0:
-                raise RaterError(f"panel: spread must be >= 0, got {spread}")
+            if int(num_members) != num_members or not 2 <= num_members <= MAX_PANEL_MEMBERS:
+                raise RaterError(
+                    f"panel: num_members must be an integer in [2, {MAX_PANEL_MEMBERS:,}], got {num_members}"
+                )
+            if not 0 <= spread <= MAX_PANEL_SPREAD:
+                # exp(spread * z) overflows to inf (NaN labels) for large spreads
+                raise RaterError(f"panel: spread must lie in [0, {MAX_PANEL_SPREAD:g}], got {spread}")
+            if int(seed) != seed or seed < 0:
+                raise RaterError(f"panel: seed must be an integer >= 0, got {seed}")
             self.member_weights = draw_member_weights(
                 spec, int(num_members), float(spread), np.random.default_rng(seed)
             )
