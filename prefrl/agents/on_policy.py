@@ -487,13 +487,7 @@ def _load_safe_policy(run_dir: Path) -> PredictFn:
             raise RunDirError(f"{where}: normalization must be {NORMALIZATION_FILE!r} or null")
         normalize = _observation_normalizer(run_dir / NORMALIZATION_FILE, tuple(observation_space.shape))
 
-    def predict(obs: np.ndarray) -> np.ndarray:
-        if normalize is not None:
-            obs = normalize(obs)
-        action, _ = policy.predict(obs, deterministic=True)
-        return action
-
-    return predict
+    return _deterministic(policy, normalize)
 
 
 def _load_sb3_policy(run_dir: Path) -> PredictFn:
@@ -512,10 +506,16 @@ def _load_sb3_policy(run_dir: Path) -> PredictFn:
             run_dir / NORMALIZATION_FILE, tuple(model.observation_space.shape)
         )
 
+    return _deterministic(model, normalize)
+
+
+def _deterministic(acting: Any, normalize: Callable[[np.ndarray], np.ndarray] | None) -> PredictFn:
+    """``obs -> action``: ``acting.predict`` (an SB3 policy or model), deterministic, on normalised obs."""
+
     def predict(obs: np.ndarray) -> np.ndarray:
         if normalize is not None:
             obs = normalize(obs)
-        action, _ = model.predict(obs, deterministic=True)
+        action, _ = acting.predict(obs, deterministic=True)
         return action
 
     return predict
