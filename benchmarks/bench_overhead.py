@@ -97,12 +97,19 @@ def main() -> None:
                 }
             )
             print(f"[overhead] {args.env} {agent} seed {seed}: {wall:.1f} s", flush=True)
+            # written after every run, so an interrupted benchmark keeps its finished part
+            table = write_table(rows, args.results / f"{args.env}.csv")
+    print(table.groupby("agent")["ratio_to_ppo"].agg(["median", "min", "max"]).round(3).to_string())
+
+
+def write_table(rows: list[dict], path: Path) -> pd.DataFrame:
+    """The runs so far with each run's ratio to the same seed's ppo (NaN until that ppo run exists)."""
     table = pd.DataFrame(rows)
     ppo = table[table["agent"] == "ppo"].set_index("seed")["ms_per_step"]
     table["ratio_to_ppo"] = table["ms_per_step"] / table["seed"].map(ppo)
-    args.results.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.results / f"{args.env}.csv", index=False)
-    print(table.groupby("agent")["ratio_to_ppo"].agg(["median", "min", "max"]).round(3).to_string())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    return table
 
 
 if __name__ == "__main__":
