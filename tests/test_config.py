@@ -39,7 +39,7 @@ def test_agent_yaml_keeps_only_tuned_values(agent):
 
 def test_section_defaults_types_and_immutability():
     fb = FeedbackConfig.from_mapping({"candidate_factor": 4, "initial_query_share": 1}, "feedback")
-    assert fb.candidate_factor == 4 and fb.schedule == "front_loaded"
+    assert fb.candidate_factor == 4 and fb.schedule == "linear"
     assert isinstance(fb.initial_query_share, float)  # an int is accepted where a float is expected
     with pytest.raises(dataclasses.FrozenInstanceError):
         fb.schedule = "linear"  # type: ignore[misc]
@@ -79,7 +79,7 @@ def test_heron_sections_carry_herons_defaults():
     assert config["feedback"]["schedule"] == "constant" and config["feedback"]["pool_rollouts"] == 1
     assert config["reward_model"]["inputs"] == "obs_factors" and config["reward_model"]["ensemble_size"] == 1
     assert config["reward_model"]["bootstrap"] is False  # the tuned value from agents/heron.yaml
-    assert load_agent_config("rm_ppo", "pendulum")["feedback"]["schedule"] == "front_loaded"
+    assert load_agent_config("rm_ppo", "pendulum")["feedback"]["schedule"] == "linear"
 
 
 def test_parse_overrides():

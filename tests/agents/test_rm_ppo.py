@@ -74,7 +74,7 @@ def test_budget_is_spent_on_schedule(pendulum, tmp_path: Path) -> None:
     agent.learn(768, 40)
     # 3 rollouts with enough segments: the whole budget is asked, never more
     assert agent.num_queries == 40 == agent.trainer.num_pairs
-    expected = query_allowance(40, [256, 512, 768], 0.25, "front_loaded")
+    expected = query_allowance(40, [256, 512, 768], 0.25, "linear")
     np.testing.assert_array_equal(agent._allowance, expected)
     assert agent.trainer.num_fits == 3
     agent.close()
