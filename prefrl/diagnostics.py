@@ -29,7 +29,7 @@ from prefrl.raters.base import Rater
 from prefrl.raters.partial_return import PartialReturnRater
 from prefrl.raters.registry import make_rater
 from prefrl.segments import collect_segments, sample_triples
-from prefrl.spec_utils import check_memory
+from prefrl.spec_utils import check_int, check_memory
 from prefrl.types import SegmentBatch
 
 if TYPE_CHECKING:
@@ -169,17 +169,17 @@ def rate_report(
     spec = load_env_spec(env_spec)
     if isinstance(rater_specs, str):
         rater_specs = [rater_specs]
-    num_pairs = _check_count(num_pairs, "num_pairs", 1, MAX_RATE_PAIRS)
-    chunk_pairs = _check_count(chunk_pairs, "chunk_pairs", 1, None)
-    repeats = _check_count(repeats, "repeats", 1, 1000)
+    num_pairs = check_int(num_pairs, "num_pairs", 1, MAX_RATE_PAIRS, error=ConfigError)
+    chunk_pairs = check_int(chunk_pairs, "chunk_pairs", 1, None, error=ConfigError)
+    repeats = check_int(repeats, "repeats", 1, 1000, error=ConfigError)
     # build every rater first so a typo fails before any env step
     raters = [make_rater(s, spec, value_fn=value_fn, q_fn=q_fn) for s in rater_specs]
     n = int(np.clip(num_pairs // 5, 100, 1000)) if num_segments is None else num_segments
-    n = _check_count(n, "num_segments", 3, MAX_RATE_SEGMENTS)
+    n = check_int(n, "num_segments", 3, MAX_RATE_SEGMENTS, error=ConfigError)
     t = min(num_pairs, 10_000) if num_triples is None else num_triples
-    t = _check_count(t, "num_triples", 1, MAX_RATE_TRIPLES)
+    t = check_int(t, "num_triples", 1, MAX_RATE_TRIPLES, error=ConfigError)
     length = spec.segment_length if segment_length is None else segment_length
-    length = _check_count(length, "segment_length", 1, spec.horizon)
+    length = check_int(length, "segment_length", 1, spec.horizon, error=ConfigError)
     per_step = sum(int(np.prod(s.shape or (1,))) for s in (spec.observation_space, spec.action_space))
     # segments: obs, next obs, actions, factors, reward and flags per step, float64
     check_memory(n * length * (2 * per_step + spec.num_factors + 4) * 8, f"{n:,} segments of {length} steps")
@@ -230,16 +230,6 @@ def rate_report(
         "num_triples": int(t),
         "raters": rows,
     }
-
-
-def _check_count(value: Any, name: str, low: int, high: int | None) -> int:
-    """An integer setting of :func:`rate_report` in ``[low, high]``, else :class:`ConfigError` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f">= {low:,}" if high is None else f"in [{low:,}, {high:,}]"
-        raise ConfigError(f"{name} must be an integer {bound}, got {value:,}")
-    return int(value)
 
 
 def _draw_pairs(num_segments: int, count: int, stream: np.random.Generator) -> np.ndarray:

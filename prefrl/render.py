@@ -41,7 +41,7 @@ from prefrl.envs import EnvSpec, RewardFactorWrapper, gym_make, load_env_spec, m
 from prefrl.errors import ConfigError, RenderError, RunDirError, SpecError
 from prefrl.raters import make_rater
 from prefrl.run_dir import load_run_env_spec, read_run_config
-from prefrl.spec_utils import check_memory
+from prefrl.spec_utils import check_int, check_memory
 from prefrl.types import SegmentBatch
 
 __all__ = [
@@ -287,7 +287,7 @@ class VideoWriter:
             raise ConfigError(f"unsupported video format '{suffix}'; use .gif or .mp4")
         if self.path.is_dir():
             raise ConfigError(f"output {self.path} is a directory; give a file name such as rollout.gif")
-        _check_int(fps, "fps", 1, MAX_FPS)
+        check_int(fps, "fps", 1, MAX_FPS, error=ConfigError)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.frames = 0
         self._shape: tuple[int, ...] | None = None
@@ -360,19 +360,9 @@ def write_video(frames: Iterable[np.ndarray], out: str | Path, fps: int = 30) ->
     return video.path
 
 
-def _check_int(value: Any, name: str, low: int, high: int | None = None) -> int:
-    """A render setting: an integer in ``[low, high]``, else :class:`ConfigError` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ConfigError(f"{name} must be an integer {bound}, got {value}")
-    return int(value)
-
-
 def _check_frame_size(width: int, height: int) -> None:
-    _check_int(width, "width", 1, MAX_FRAME_SIZE)
-    _check_int(height, "height", 1, MAX_FRAME_SIZE)
+    check_int(width, "width", 1, MAX_FRAME_SIZE, error=ConfigError)
+    check_int(height, "height", 1, MAX_FRAME_SIZE, error=ConfigError)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -436,12 +426,12 @@ def render_rollout(
     :raises RenderError: no way to render here (the message says what to install)
     """
     _check_frame_size(width, height)
-    _check_int(episodes, "episodes", 1)
-    _check_int(fps, "fps", 1, MAX_FPS)
-    _check_int(frame_skip, "frame_skip", 1)
-    _check_int(seed, "seed", 0)
+    check_int(episodes, "episodes", 1, error=ConfigError)
+    check_int(fps, "fps", 1, MAX_FPS, error=ConfigError)
+    check_int(frame_skip, "frame_skip", 1, error=ConfigError)
+    check_int(seed, "seed", 0, error=ConfigError)
     if max_steps is not None:
-        _check_int(max_steps, "max_steps", 1)
+        check_int(max_steps, "max_steps", 1, error=ConfigError)
     spec, predict = load_policy(run_dir, trust=trust)
     out = Path(run_dir) / "rollout.gif" if out is None else Path(out)
     with VideoWriter(out, fps=max(1, fps // frame_skip)) as video:
@@ -530,10 +520,10 @@ def render_pair(
         drawn side by side: their memory is checked against the machine's first)
     """
     _check_frame_size(width, height)
-    _check_int(fps, "fps", 1, MAX_FPS)
-    _check_int(seed, "seed", 0)
+    check_int(fps, "fps", 1, MAX_FPS, error=ConfigError)
+    check_int(seed, "seed", 0, error=ConfigError)
     if segment_length is not None:
-        _check_int(segment_length, "segment_length", 1)
+        check_int(segment_length, "segment_length", 1, error=ConfigError)
     if run_dir is not None:
         spec, predict = load_policy(run_dir, trust=trust)
         if spec.name != load_env_spec(env).name:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -199,10 +200,19 @@ def interval_text(
     return f"{left}{low_text}, {high_text}{right}"
 
 
-def check_int(value: Any, where: str, low: int | None = None, high: int | None = None) -> int:
-    """``value`` if it is an int (not a bool) within ``[low, high]`` (``None``: unbounded)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+def check_int(
+    value: Any,
+    where: str,
+    low: int | None = None,
+    high: int | None = None,
+    error: type[SpecError] = SpecError,
+) -> int:
+    """``value`` as an int if it is an integer (not a bool; numpy integers too) within ``[low, high]``.
+
+    :param error: what to raise (a :class:`SpecError` for spec files, a ``ConfigError`` for settings)
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise error(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
         if high is None:
             bound = f">= {low:,}"
@@ -210,8 +220,8 @@ def check_int(value: Any, where: str, low: int | None = None, high: int | None =
             bound = f"<= {high:,}"
         else:
             bound = f"in [{low:,}, {high:,}]"
-        raise SpecError(f"{where}: must be an integer {bound}, got {value:,}")
-    return value
+        raise error(f"{where}: must be an integer {bound}, got {value:,}")
+    return int(value)
 
 
 # --------------------------------------------------------------------------------------------------
