@@ -15,6 +15,9 @@ run: wall time, per-step time, ratio to the same seed's ppo) and prints the medi
         --queries 1400 --seeds 0 1 2
 
 Finished runs are skipped (``--runs``), so an interrupted benchmark resumes; its ratios then mix loads.
+Beside the wall time, each run's process CPU time is recorded (``cpu_s``; everything runs in this one
+process on one thread): on a shared machine whose load changes during the benchmark, the CPU-time ratio
+still compares the work done per env step, where the wall-time ratio also measures the neighbours.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -68,6 +72,8 @@ def main() -> None:
     for k, seed in enumerate(args.seeds):
         order = args.agents[k % len(args.agents) :] + args.agents[: k % len(args.agents)]
         for agent in order:
+            out = args.runs / args.env / agent / f"seed{seed}"
+            cpu_start = time.process_time()
             run_dir = run_experiment(
                 args.env,
                 agent,
@@ -76,7 +82,7 @@ def main() -> None:
                 steps=args.steps,
                 # spo: no cap (every comparison of its rollouts), its most expensive setting
                 queries=0 if agent in ("ppo", "spo") else args.queries,
-                out=args.runs / args.env / agent / f"seed{seed}",
+                out=out,
                 overrides=overrides,
                 eval_freq=args.steps,
                 n_eval_episodes=2,
@@ -84,6 +90,10 @@ def main() -> None:
             )
             last = pd.read_csv(run_dir / "progress.csv").iloc[-1]
             wall = json.loads((run_dir / "meta.json").read_text())["wall_s"]
+            cpu_file = run_dir / "bench_cpu.json"
+            if not cpu_file.is_file():  # (a resumed benchmark skips finished runs: keep their CPU time)
+                cpu_file.write_text(json.dumps({"cpu_s": time.process_time() - cpu_start}))
+            cpu = json.loads(cpu_file.read_text())["cpu_s"]
             rows.append(
                 {
                     "env": args.env,
@@ -93,13 +103,16 @@ def main() -> None:
                     "queries_asked": int(last.get("queries_asked", 0)),
                     "wall_s": wall,
                     "ms_per_step": 1000.0 * wall / int(last["env_steps"]),
+                    "cpu_s": cpu,
+                    "cpu_ms_per_step": 1000.0 * cpu / int(last["env_steps"]),
                     "rm_fit_s": float(last.get("rm_fit_s", math.nan)),
                 }
             )
-            print(f"[overhead] {args.env} {agent} seed {seed}: {wall:.1f} s", flush=True)
+            print(f"[overhead] {args.env} {agent} seed {seed}: {wall:.1f} s, CPU {cpu:.1f} s", flush=True)
             # written after every run, so an interrupted benchmark keeps its finished part
             table = write_table(rows, args.results / f"{args.env}.csv")
-    print(table.groupby("agent")["ratio_to_ppo"].agg(["median", "min", "max"]).round(3).to_string())
+    summary = table.groupby("agent")[["ratio_to_ppo", "cpu_ratio_to_ppo"]].agg(["median", "min", "max"])
+    print(summary.round(3).to_string())
 
 
 def write_table(rows: list[dict], path: Path) -> pd.DataFrame:
@@ -107,6 +120,8 @@ def write_table(rows: list[dict], path: Path) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     ppo = table[table["agent"] == "ppo"].set_index("seed")["ms_per_step"]
     table["ratio_to_ppo"] = table["ms_per_step"] / table["seed"].map(ppo)
+    ppo_cpu = table[table["agent"] == "ppo"].set_index("seed")["cpu_ms_per_step"]
+    table["cpu_ratio_to_ppo"] = table["cpu_ms_per_step"] / table["seed"].map(ppo_cpu)
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False)
     return table

@@ -47,6 +47,8 @@ __all__ = [
     "reward_features",
 ]
 
+#: most stored segments the input and member normalisers are estimated on at a refit
+NORMALIZATION_SEGMENTS = 512
 #: what the reward model sees at each step
 REWARD_INPUTS = ("obs", "obs_act", "obs_factors")
 
@@ -480,20 +482,30 @@ class RewardModelTrainer:
         b = len(pair_idx)
         return sums[:, :b], sums[:, b:]
 
+    def _normalization_sample(self) -> np.ndarray:
+        """Stored segments the normalisers are estimated on: all, or :data:`NORMALIZATION_SEGMENTS`
+        spread evenly over them (oldest to newest), so a refit's cost does not grow with the labels."""
+        assert self._features is not None
+        n = self._features.shape[0]
+        if n <= NORMALIZATION_SEGMENTS:
+            return self._features
+        return self._features[np.linspace(0, n - 1, NORMALIZATION_SEGMENTS).round().astype(np.int64)]
+
     def fit(self, epochs: int | None = None) -> float:
         """Run ``epochs`` (default :attr:`epochs`) epochs over the training pairs; return the mean loss.
 
-        The input normaliser is refreshed from all stored segments first.
+        The input normaliser is refreshed first, the per-member output normalisers after training, both
+        from the stored segments (at most :data:`NORMALIZATION_SEGMENTS`, evenly spread).
         """
         start = time.perf_counter()
         epochs = self.epochs if epochs is None else int(epochs)
         idx = self._train_indices()
         if self._features is None or len(idx) == 0 or epochs == 0:
             return self.last_loss
-        self.ensemble.set_input_normalization(self._features)
         labels = torch.as_tensor(self._labels)
         weights = torch.as_tensor(self._weights)
         losses = []
+        self.ensemble.set_input_normalization(self._normalization_sample())
         self.ensemble.train()
         for _ in range(epochs):
             order = idx[self.rng.permutation(len(idx))]
@@ -506,7 +518,7 @@ class RewardModelTrainer:
                 self.optimizer.step()
                 losses.append(loss.item() / self.ensemble.num_members)
         self.ensemble.eval()
-        self.ensemble.set_member_normalization(self._features)
+        self.ensemble.set_member_normalization(self._normalization_sample())
         self.last_loss = float(np.mean(losses))
         self.fit_time_s += time.perf_counter() - start
         self.num_fits += 1

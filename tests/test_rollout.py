@@ -10,6 +10,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper, VecNormalize
 
 from prefrl.envs import load_env_spec, make_vec_env
+from prefrl.errors import SpecError
 from prefrl.reward_model import RewardEnsemble, feature_dim, reward_features
 from prefrl.rollout import (
     LearnedRewardVecEnvWrapper,
@@ -383,3 +384,43 @@ def test_wrapper_keeps_true_reward_and_substitutes_normalised_learned_reward(inp
     assert wrapped.num_logged == 0
     wrapped.reset_normalization(np.array([1.0, 3.0]))
     np.testing.assert_allclose(wrapped.normalize_reward(np.array([2.0])), [0.0], atol=1e-3)
+
+
+@pytest.mark.parametrize("inputs", ["obs_act", "obs_factors"])
+def test_deferred_wrapper_returns_zeros_and_logs_the_same_features(inputs: str) -> None:
+    spec = load_env_spec("pendulum")
+    n_envs, steps = 3, 50
+    dim = feature_dim(inputs, 3, 1, spec.num_factors)
+    ensemble = RewardEnsemble(inputs, dim, num_members=2, net_arch=[16], seed=3)
+    eager = LearnedRewardVecEnvWrapper(make_vec_env(spec, n_envs=n_envs, seed=5), ensemble)
+    deferred = LearnedRewardVecEnvWrapper(make_vec_env(spec, n_envs=n_envs, seed=5), ensemble, deferred=True)
+    eager.reset()
+    deferred.reset()
+    rng = np.random.default_rng(1)
+    eager_learned = []
+    for _ in range(steps):
+        actions = rng.uniform(-3, 3, size=(n_envs, 1)).astype(np.float32)  # outside the Box: clipped
+        _, _, _, eager_infos = eager.step(actions)
+        eager_learned.append([i["learned_reward"] for i in eager_infos])
+        _, rewards, _, infos = deferred.step(actions)
+        assert not rewards.any() and "learned_reward" not in infos[0]
+        true_rewards = [i["true_reward"] for i in infos]
+        np.testing.assert_array_equal(true_rewards, [i["true_reward"] for i in eager_infos])
+    eager_log, log = eager.rollout_log(), deferred.rollout_log(last=steps)
+    np.testing.assert_array_equal(log.features, eager_log.features)
+    np.testing.assert_array_equal(log.true_rewards, eager_log.true_rewards)
+    assert log.rewards.shape == (steps, n_envs) and not log.rewards.any()
+    # the batched rewards of the whole rollout are what the eager wrapper predicted step by step
+    learned = ensemble.predict_mean(log.features)
+    np.testing.assert_allclose(learned, eager_learned, rtol=1e-5, atol=1e-6)
+    deferred.observe_rewards(ensemble.predict_mean(log.features))
+    assert deferred.reward_rms.count > steps * n_envs - 1
+
+
+def test_deferred_wrapper_rejects_a_model_for_another_env_at_the_first_step() -> None:
+    spec = load_env_spec("pendulum")
+    ensemble = RewardEnsemble("obs_act", 7, num_members=1, net_arch=[8], seed=0)
+    wrapped = LearnedRewardVecEnvWrapper(make_vec_env(spec, n_envs=1, seed=0), ensemble, deferred=True)
+    wrapped.reset()
+    with pytest.raises(SpecError, match="takes 7 inputs per step, the env gives 4"):
+        wrapped.step(np.zeros((1, 1), dtype=np.float32))

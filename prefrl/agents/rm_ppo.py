@@ -3,18 +3,20 @@
 Loop, once per PPO rollout (inside SB3's loop, no fork of PPO):
 
 1. **collect** - PPO rolls out on the *learned* reward
-   (:class:`~prefrl.reward_model.LearnedRewardVecEnvWrapper`); a
-   :class:`~prefrl.segments.TrajectoryRecorder` directly over the base envs cuts what really happened
-   (true reward, factors) into segments of ``H`` steps;
+   (:class:`~prefrl.rollout.LearnedRewardVecEnvWrapper`, in deferred mode: it logs each step's inputs and
+   the rewards are set for the whole rollout at its end); a :class:`~prefrl.rollout.TrajectoryRecorder`
+   directly over the base envs cuts what really happened (true reward, factors) into segments of ``H``
+   steps;
 2. **query** - when the rollout is complete, pairs of segments from the recent rollouts are chosen
-   (``uniform`` or by ensemble ``disagreement``) and labelled by the rater, within the query schedule;
+   (``feedback.selection``) and labelled by the rater, within the query schedule;
 3. **refit** - the ensemble is refitted incrementally on all labels so far
    (:class:`~prefrl.reward_model.RewardModelTrainer`);
-4. **relabel** - the finished rollout's rewards are recomputed with the refitted model (and the
-   normaliser restarted on them) *before* SB3 computes returns and advantages
+4. **reward** - the finished rollout's rewards are computed in one batched call with the refitted model
+   (the normaliser restarted on them after a refit) *before* SB3 computes returns and advantages
    (:class:`~prefrl.rollout.RelabelRolloutBuffer`), so every PPO update optimises the latest model and
    the very first update does not follow an untrained network. ``feedback.relabel_rollout: false``
-   keeps the rewards seen during collection.
+   uses the model the rollout was collected under instead (the rewards a per-step wrapper would have
+   given).
 
 Queries (:mod:`prefrl.feedback`, :mod:`prefrl.query_selection`). The budget ``Q`` is spread over training
 by ``feedback.schedule`` (``christiano``, ``hyperbolic``, ``constant``, ``linear``, ``front_loaded``), with
@@ -27,7 +29,9 @@ unasked pairs of the segments of the last ``feedback.pool_rollouts`` rollouts, o
 is uniform: an untrained ensemble's uncertainty is noise). ``feedback.budget`` says what the budget caps:
 ``asked`` queries (default, as B-Pref: a query the rater skips still costs) or ``answered`` ones. Labels
 follow the project convention (soft labels, ties 0.5; skipped queries are dropped), so every rater works.
-The ensemble is refitted when new labels arrived, at most every ``reward_model.refit_every`` rollouts.
+The ensemble is refitted when new labels arrived, at most every ``reward_model.refit_every`` rollouts and
+``reward_model.refit_interval`` env steps (5,000 by default, B-Pref's interval; the first labels are fitted
+at once); a rollout without a refit is rewarded by the current model.
 
 Metrics (progress.csv): ``queries_asked`` and ``queries_answered`` (``queries`` is what the budget counts),
 ``rm_accuracy`` (held-out pairs), ``rm_new_accuracy`` (each new batch, before
@@ -160,6 +164,10 @@ class RewardModelConfig(ConfigSection):
     max_train_pairs: int | None = None
     #: refit at most every this-many rollouts (and only when new labels arrived since the last fit)
     refit_every: int = 1
+    #: ... and at most every this-many env steps (B-Pref's interval between reward updates); the first fit
+    #: comes with the first labels. Why: a refit is one epoch over all labels, so refitting after every
+    #: short rollout (HalfCheetah's 512 steps) made refits the largest cost of a run
+    refit_interval: int = 5000
 
     def validate(self, where: str) -> None:
         if self.ensemble_size < 1:
@@ -168,8 +176,11 @@ class RewardModelConfig(ConfigSection):
             raise SpecError(f"{where}.holdout_share must lie in [0, 1), got {self.holdout_share}")
         if self.batch_size < 1 or self.epochs < 0 or self.initial_epochs < 0:
             raise SpecError(f"{where}: need batch_size >= 1 and epochs, initial_epochs >= 0")
-        if self.refit_every < 1:
-            raise SpecError(f"{where}.refit_every must be >= 1, got {self.refit_every}")
+        if self.refit_every < 1 or self.refit_interval < 0:
+            raise SpecError(
+                f"{where}: need refit_every >= 1 and refit_interval >= 0, got {self.refit_every} and "
+                f"{self.refit_interval}"
+            )
         if self.max_train_pairs is not None and self.max_train_pairs < 1:
             raise SpecError(f"{where}.max_train_pairs must be >= 1 or null, got {self.max_train_pairs}")
 
@@ -232,8 +243,10 @@ class RewardModelPPO(PPOAgent):
         self.query_counter = QueryCounter(self.feedback.budget)
         self._allowance = np.zeros(1, dtype=np.int64)
         self._rollout = 0
-        self._last_fit_rollout = -(10**9)
+        self._last_fit_rollout = self._last_fit_step = 0
         self._labels_since_fit = 0
+        #: the reward-model version whose outputs the reward normaliser's statistics describe
+        self._normalized_version = -1
         #: B-Pref-style pair features (both segments' observations) of every answered pair, for k-center
         self._labelled_pair_features: list[np.ndarray] = []
         self.reward_corr = float("nan")
@@ -271,7 +284,8 @@ class RewardModelPPO(PPOAgent):
             rng=np.random.default_rng([self.seed, 1]),
         )
         self.recorder = TrajectoryRecorder(venv, self.segment_length)
-        self.reward_env = LearnedRewardVecEnvWrapper(self.recorder, self.reward_model)
+        # rewards are set for the whole rollout at its end (relabel hook): no per-step predictions
+        self.reward_env = LearnedRewardVecEnvWrapper(self.recorder, self.reward_model, deferred=True)
         return self.reward_env
 
     def rollout_buffer_class(self) -> type[RolloutBuffer]:
@@ -339,13 +353,6 @@ class RewardModelPPO(PPOAgent):
                 self._labels_since_fit += len(prefs)
             if self.queries_asked == asked_before:  # no unasked pair left: the rest stays due
                 break
-        refitted = False
-        if self._labels_since_fit and self._rollout - self._last_fit_rollout >= self.rm_config.refit_every:
-            first_fit = self.trainer.num_fits == 0
-            self.trainer.fit(self.rm_config.initial_epochs if first_fit else None)
-            self._labels_since_fit, self._last_fit_rollout, refitted = 0, self._rollout, True
-        self._rollout += 1
-
         log = self.reward_env.rollout_log(last=buffer.buffer_size)
         self.reward_env.clear_log()
         if log.features.shape[0] != buffer.buffer_size:
@@ -353,14 +360,41 @@ class RewardModelPPO(PPOAgent):
                 f"reward wrapper logged {log.features.shape[0]} steps, the rollout buffer holds "
                 f"{buffer.buffer_size}: is something else stepping the training env?"
             )
+        # the rollout's rewards in one batched call: by the model refitted on this rollout's labels, or
+        # (relabel_rollout: false) by the model the rollout was collected under
+        collected_version = self.reward_model.version
+        before = None if self.feedback.relabel_rollout else self.reward_model.predict_mean(log.features)
+        if self._refit_due():
+            first_fit = self.trainer.num_fits == 0
+            self.trainer.fit(self.rm_config.initial_epochs if first_fit else None)
+            self._labels_since_fit, self._last_fit_rollout = 0, self._rollout
+            self._last_fit_step = self.model.num_timesteps
+        self._rollout += 1
         learned = self.reward_model.predict_mean(log.features)  # [T, n_envs]
         self.reward_corr = _pearson(learned, log.true_rewards)
-        if not refitted or not self.feedback.relabel_rollout:
-            return np.zeros_like(log.rewards)
-        # the normaliser restarts on the new model's rewards for this rollout: statistics of the old
-        # model's outputs do not describe the new one
-        self.reward_env.reset_normalization(learned)
-        return self.reward_env.normalize_reward(learned) - log.rewards
+        if before is None:
+            rewards, version = learned, self.reward_model.version
+        else:
+            rewards, version = before, collected_version
+        if version != self._normalized_version:
+            # a new model restarts the normaliser: statistics of the old model's outputs do not describe it
+            self.reward_env.reset_normalization(rewards)
+            self._normalized_version = version
+        else:
+            self.reward_env.observe_rewards(rewards)
+        return self.reward_env.normalize_reward(rewards) - log.rewards
+
+    def _refit_due(self) -> bool:
+        """New labels arrived, and ``refit_every`` rollouts and ``refit_interval`` env steps have passed."""
+        if not self._labels_since_fit:
+            return False
+        if self.trainer.num_fits == 0:
+            return True
+        rm = self.rm_config
+        return (
+            self._rollout - self._last_fit_rollout >= rm.refit_every
+            and self.model.num_timesteps - self._last_fit_step >= rm.refit_interval
+        )
 
     # ---- preference collection (overridden by heron's state pairing) -------------------------------
     def collect_preferences(self, quota: int) -> PreferenceBatch | None:

@@ -20,7 +20,7 @@ from prefrl.raters import make_rater
 TINY = {
     "n_envs": 2,
     "ppo": {"n_steps": 128, "batch_size": 64, "n_epochs": 2},
-    "reward_model": {"net_arch": [16], "initial_epochs": 5, "epochs": 2},
+    "reward_model": {"net_arch": [16], "initial_epochs": 5, "epochs": 2, "refit_interval": 0},
 }
 RM_COLUMNS = {"queries", "rm_accuracy", "rm_new_accuracy", "reward_corr", "rm_loss"}
 
@@ -145,3 +145,46 @@ def test_bad_configs_fail_clearly(pendulum, overrides: dict, match: str) -> None
 def test_needs_a_rater(pendulum) -> None:
     with pytest.raises(ValueError, match="needs a rater"):
         make_agent("rm_ppo", pendulum, load_agent_config("rm_ppo", "pendulum", TINY), rater=None)
+
+
+@pytest.mark.parametrize("relabel", [True, False])
+def test_rollout_rewards_come_from_one_batched_call_of_the_right_model(pendulum, relabel: bool) -> None:
+    config = {**load_agent_config("rm_ppo", "pendulum"), **TINY, "feedback": {"relabel_rollout": relabel}}
+    agent = make_agent("rm_ppo", pendulum, config, rater=make_rater("partial_return", pendulum), seed=0)
+    buffer = agent.model.rollout_buffer
+    hook, seen = buffer.relabel_hook, []
+
+    def spy(buffer):  # the rewards of the model before and after the hook's refit, beside the hook's
+        features = agent.reward_env.rollout_log(last=buffer.buffer_size).features
+        before = agent.reward_model.predict_mean(features)
+        rewards = hook(buffer)
+        seen.append((before, agent.reward_model.predict_mean(features), rewards))
+        return rewards
+
+    buffer.relabel_hook = spy
+    agent.learn(768, 30)
+    assert agent.trainer.num_fits == 3 and len(seen) == 3  # labels at every rollout: a refit each time
+    assert not np.any(buffer.bootstrap)  # zero rewards during collection (no truncation in 128 steps)
+    np.testing.assert_array_equal(seen[-1][2], buffer.relabelled)
+    for before, after, rewards in seen:
+        meant, other = (after, before) if relabel else (before, after)
+        # a new model restarts the normaliser on exactly these rewards: standardised
+        assert abs(rewards.mean()) < 1e-4 and abs(rewards.std() - 1.0) < 1e-3
+        assert np.corrcoef(rewards.ravel(), meant.ravel())[0, 1] > 1 - 1e-6
+        assert np.corrcoef(rewards.ravel(), other.ravel())[0, 1] < 1 - 1e-4
+
+
+@pytest.mark.parametrize(
+    ("refit_every", "refit_interval", "fits_at"),
+    [(1, 0, [256, 512, 768, 1024]), (2, 0, [256, 768]), (1, 512, [256, 768]), (1, 10_000, [256])],
+)
+def test_refits_follow_new_labels_and_both_intervals(
+    pendulum, refit_every: int, refit_interval: int, fits_at: list[int]
+) -> None:
+    rm = {**TINY["reward_model"], "refit_every": refit_every, "refit_interval": refit_interval}
+    config = {**load_agent_config("rm_ppo", "pendulum"), **TINY, "reward_model": rm}
+    agent = make_agent("rm_ppo", pendulum, config, rater=make_rater("partial_return", pendulum), seed=0)
+    fit, steps = agent.trainer.fit, []
+    agent.trainer.fit = lambda *a: (steps.append(agent.model.num_timesteps), fit(*a))[1]
+    agent.learn(1024, 40)  # 4 rollouts of 256 steps, labels after each
+    assert steps == fits_at
