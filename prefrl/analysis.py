@@ -304,7 +304,7 @@ class FinalEvaluation:
 def is_offline(frame: pd.DataFrame) -> pd.Series:
     """Per row: True where the run is offline, i.e. its progress.csv counts ``grad_steps``.
 
-    Offline agents (cpl, bc) log a constant ``env_steps`` (the dataset's size) and their progress in
+    Offline agents (cpl, p_iql, bc) log a constant ``env_steps`` (the dataset's size) and their progress in
     gradient steps; online agents have no ``grad_steps`` column (NaN after :func:`load_runs` concatenates).
     """
     if "grad_steps" not in frame:

@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from prefrl.agents.base import COMMON_DEFAULTS
+from prefrl.agents.off_policy import validate_sac
 from prefrl.agents.registry import get_agent_class
 from prefrl.envs import EnvSpec, list_env_specs
 from prefrl.errors import ConfigError, SpecError
@@ -136,6 +137,8 @@ def load_agent_config(
     validate_common(config, checked)
     if isinstance(config.get("ppo"), Mapping):
         validate_ppo(config["ppo"], f"{checked}: ppo", n_envs=int(config.get("n_envs", 1)))
+    if isinstance(config.get("sac"), Mapping):
+        validate_sac(config["sac"], f"{checked}: sac", n_envs=int(config.get("n_envs", 1)))
     if "normalize" in config:
         _validate_normalize(config["normalize"], f"{checked}: normalize")
     if "vec_env" in config and config["vec_env"] not in ("dummy", "subproc"):

@@ -5,7 +5,7 @@ Runs the groups of :data:`DEMO_GRID` on the default env (Pendulum-v1) for two se
 interrupted demo resumes), then writes to ``out``:
 
 * ``learning_curves.png`` / ``.svg``: normalised score, IQM over seeds with 95% CIs; online agents against
-  env steps, the offline agents (cpl, bc) in a panel of their own against gradient steps;
+  env steps, the offline agents (cpl, p_iql, bc) in a panel of their own against gradient steps;
 * ``summary.csv`` / ``summary.md``: final score per agent (mean, IQM, queries, wall time), and per row one
   phrase on the labels and budget it had and, where a row is expected to be low, why;
 * ``report.md``: the full report (:func:`prefrl.report.write_report`).
@@ -62,6 +62,7 @@ class DemoGroup:
     :param labels: one short phrase on the labels, for the summary ("noise-free partial-return labels")
     :param offline: the budget is :data:`DEMO_OFFLINE_STEPS` gradient steps, not env steps
     :param notes: ``{agent: why its row is expected to be low}``, only for such rows
+    :param steps: the group's own budget (env or gradient steps), instead of the demo's online/offline one
     """
 
     agents: tuple[str, ...]
@@ -69,12 +70,16 @@ class DemoGroup:
     labels: str
     offline: bool = False
     notes: Mapping[str, str] = field(default_factory=dict)
+    steps: int | None = None
 
 
 #: the demo grid, run group by group
 DEMO_GRID: list[DemoGroup] = [
     DemoGroup(("ppo",), "none", "true env reward, no queries (the reference)"),
+    # SAC learns Pendulum in ~5k env steps but runs ~10x slower per step than PPO on a CPU
+    DemoGroup(("sac",), "none", "true env reward, no queries (off-policy reference)", steps=10_000),
     DemoGroup(("rm_ppo", "spo"), "partial_return", "noise-free partial-return labels"),
+    DemoGroup(("pebble",), "partial_return", "noise-free partial-return labels (off-policy)", steps=10_000),
     DemoGroup(
         ("heron",),
         "hierarchical",
@@ -84,7 +89,7 @@ DEMO_GRID: list[DemoGroup] = [
         },
     ),
     DemoGroup(
-        ("cpl", "bc"),
+        ("cpl", "p_iql", "bc"),
         "regret",
         "regret labels (oracle V*) on the oracle's noisy dataset",
         offline=True,
@@ -98,9 +103,9 @@ DEMO_GRID: list[DemoGroup] = [
 DEMO_SEEDS = 2
 #: env steps for the online agents (PPO solves Pendulum in ~30k steps; SPO needs 50-100k)
 DEMO_ONLINE_STEPS = 100_000
-#: gradient steps for the offline agents (cpl, bc): 4000 take cpl ~3 min and bc ~1.5 min per seed on one
-#: core, which keeps the demo under 10 minutes on 2 cores; the contrastive phase gets 2400 steps after the
-#: 40% BC warm-up
+#: gradient steps for the offline agents (cpl, p_iql, bc): 4000 take cpl ~3 min, p_iql ~1 min and bc ~1.5 min
+#: per seed on one core, which keeps the demo around 10 minutes on 2 cores; cpl's contrastive phase gets 2400
+#: steps after the 40% BC warm-up
 DEMO_OFFLINE_STEPS = 4_000
 #: a final normalised score below this, on a row without a note, gets one saying it is lower than expected
 LOW_SCORE = 70.0
@@ -142,9 +147,10 @@ def row_notes(
             continue
         queries = int(getattr(row, "queries", 0) or 0)
         if group.offline:
-            budget = f"{offline_steps:,} gradient steps on {queries:,} labelled pairs"
+            budget = f"{group.steps or offline_steps:,} gradient steps on {queries:,} labelled pairs"
         else:
-            budget = f"{online_steps:,} env steps" + (f", {queries:,} queries" if queries else "")
+            steps = group.steps or online_steps
+            budget = f"{steps:,} env steps" + (f", {queries:,} queries" if queries else "")
         settings.append(f"{group.labels}; {budget}")
         note = group.notes.get(row.agent, "")
         if not note and row.mean < LOW_SCORE:
@@ -181,7 +187,7 @@ def run_demo(
             logger.warning("demo: skipping %s: %s", ", ".join(chosen), problem)
             skipped.append(f"- {', '.join(chosen)} ({group.rater}): skipped, {problem}")
             continue
-        budget = {"total_steps": offline_steps if group.offline else online_steps}
+        budget = {"total_steps": group.steps or (offline_steps if group.offline else online_steps)}
         result = run_sweep(
             DEFAULT_ENV,
             chosen,
@@ -207,7 +213,8 @@ def run_demo(
     (out / "summary.md").write_text(
         f"# prefrl demo on {DEFAULT_ENV}\n\nFinal normalised score (0 = random, 100 = oracle) of the "
         f"deterministic policy per agent ({seeds} seeds). `setting`: the labels and budget each agent had "
-        f"(online agents {online_steps:,} env steps, offline agents {offline_steps:,} gradient steps); "
+        f"(online agents {online_steps:,} env steps, SAC-based ones less, offline agents {offline_steps:,} "
+        "gradient steps); "
         f"`note`: why a row is expected to be low.\n\n{text}{extra}\n\n"
         "![learning curves](learning_curves.png)\n"
     )

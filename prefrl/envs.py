@@ -473,9 +473,7 @@ def gym_env_spec(text: str) -> EnvSpec:
     body = text[len(GYM_PREFIX) :] if text.startswith(GYM_PREFIX) else text
     gym_id, *items = [part.strip() for part in body.split(",")]
     if gym_id not in gym.registry:
-        raise SpecError(
-            f"'{text}': no gymnasium env registered as '{gym_id}'{suggest(gym_id, gym.registry)}"
-        )
+        raise SpecError(f"'{text}': no gymnasium env registered as '{gym_id}'{suggest(gym_id, gym.registry)}")
     options: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -491,9 +489,7 @@ def gym_env_spec(text: str) -> EnvSpec:
         "kwargs": options,
         "horizon": horizon,
         "segment_length": segment_length,
-        "factors": [
-            {"name": "reward", "sign": 1, "source": "reward", "description": f"{gym_id}'s reward"}
-        ],
+        "factors": [{"name": "reward", "sign": 1, "source": "reward", "description": f"{gym_id}'s reward"}],
     }
     return _parse_spec(data, Path(text))
 
@@ -526,9 +522,7 @@ def _parse_factor(raw: Any, where: str) -> FactorSpec:
     source = check_type(raw["source"], str, f"{where}.source")
     kind, _, key = source.partition(":")
     if source != "reward" and (kind not in ("info", "computed") or not key):
-        raise SpecError(
-            f"{where}.source: expected 'info:<key>', 'computed:<fn>' or 'reward', got '{source}'"
-        )
+        raise SpecError(f"{where}.source: expected 'info:<key>', 'computed:<fn>' or 'reward', got '{source}'")
     if kind == "computed" and key not in COMPUTED_FACTORS:
         raise SpecError(
             f"{where}.source: unknown computed factor '{key}'{suggest(key, COMPUTED_FACTORS)}; "

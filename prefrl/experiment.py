@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 from stable_baselines3.common.utils import set_random_seed
 
+from prefrl.agents.base import resolve_device
 from prefrl.agents.registry import get_agent_class, make_agent
 from prefrl.config import check_budgets, load_agent_config
 from prefrl.envs import EnvSpec, load_env_spec
@@ -315,6 +316,7 @@ def run_experiment(
     n_eval_episodes: int | None = None,
     progress_bar: bool | None = None,
     beside: bool = False,
+    device: str = "auto",
 ) -> Path:
     """Train ``agent`` on ``env`` with ``rater`` and write one run directory; return its path.
 
@@ -333,6 +335,9 @@ def run_experiment(
     :param progress_bar: show a progress bar (default: when stdout is a terminal)
     :param beside: when ``out`` holds a finished run with other settings, write this run next to it
         (``<out>-<settings hash>``) instead of stopping
+    :param device: torch device, ``auto`` (CUDA where available and it pays for the agent), ``cpu`` or
+        ``cuda[:k]`` (:func:`prefrl.agents.base.resolve_device`); recorded in ``meta.json``, not a setting
+        (a run resumed on another device is the same run)
     :returns: the run directory (``out``, or the one beside it); a finished run with the same settings is
         returned without training
     :raises ConfigError: ``out`` holds a finished run with other settings (one line naming the keys)
@@ -351,6 +356,7 @@ def run_experiment(
         n_eval_episodes,
         progress_bar,
         beside,
+        device,
     ).run_dir
 
 
@@ -367,11 +373,13 @@ def attempt_run(
     n_eval_episodes: int | None = None,
     progress_bar: bool | None = None,
     beside: bool = False,
+    device: str = "auto",
 ) -> RunAttempt:
     """:func:`run_experiment`, also saying whether this call trained the run or found it done."""
     settings = resolve_settings(
         env, agent, rater, seed, steps, queries, overrides, eval_freq, n_eval_episodes
     )
+    torch_device = resolve_device(device, get_agent_class(agent))
     run = settings.run
     run_dir = Path(out) if out is not None else default_run_dir(run["env"], agent, run["rater"], seed)
     run_dir = _settled_run_dir(run_dir, settings, beside)
@@ -386,11 +394,13 @@ def attempt_run(
             return RunAttempt(run_dir, trained=False)
         prepare_run_dir(run_dir, lock)
         rater_object = rater if isinstance(rater, Rater) and run["rater"] != "none" else None
-        _run_into(run_dir, settings, progress_bar, rater_object)
+        _run_into(run_dir, settings, progress_bar, rater_object, torch_device)
     return RunAttempt(run_dir, trained=True)
 
 
-def _run_into(run_dir: Path, settings: RunSettings, progress_bar: bool | None, rater: Rater | None) -> None:
+def _run_into(
+    run_dir: Path, settings: RunSettings, progress_bar: bool | None, rater: Rater | None, device: str
+) -> None:
     """Write the run's files, train, and mark it done (the caller holds the directory's lock)."""
     start = time.time()
     meta: dict[str, Any] = {
@@ -399,6 +409,7 @@ def _run_into(run_dir: Path, settings: RunSettings, progress_bar: bool | None, r
         "python": platform.python_version(),
         "hostname": socket.gethostname(),
         "command": sys.argv,
+        "device": device,
         "start_time": datetime.fromtimestamp(start, UTC).isoformat(),
     }
     try:
@@ -406,7 +417,7 @@ def _run_into(run_dir: Path, settings: RunSettings, progress_bar: bool | None, r
         (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(stored, sort_keys=False))
         write_env_spec(run_dir, settings.env_spec)
         write_json(run_dir / "meta.json", meta)
-        _train(settings.run, run_dir, progress_bar, rater)
+        _train(settings.run, run_dir, progress_bar, rater, device)
     except BaseException:
         (run_dir / "error.txt").write_text(traceback.format_exc())
         raise
@@ -416,7 +427,11 @@ def _run_into(run_dir: Path, settings: RunSettings, progress_bar: bool | None, r
 
 
 def _train(
-    run: Mapping[str, Any], run_dir: Path, progress_bar: bool | None, rater: Rater | None = None
+    run: Mapping[str, Any],
+    run_dir: Path,
+    progress_bar: bool | None,
+    rater: Rater | None = None,
+    device: str = "cpu",
 ) -> None:
     env_spec = load_run_env_spec(run_dir)
     config = run["config"]
@@ -424,7 +439,7 @@ def _train(
     set_random_seed(seed)
     if rater is None and run["rater"] != "none":
         rater = make_rater(run["rater"], env_spec)
-    agent = make_agent(run["agent"], env_spec, config, rater=rater, seed=seed)
+    agent = make_agent(run["agent"], env_spec, config, rater=rater, seed=seed, device=device)
     if progress_bar is not None:
         agent.progress_bar = progress_bar
     hook = ProgressHook(env_spec, config["eval_freq"], config["n_eval_episodes"], seed, run_dir=run_dir)

@@ -204,7 +204,7 @@ def plot_learning_curves(
     """One figure with a panel per (env, rater); returns the written files (PNG and SVG).
 
     Agents that use no rater (``ppo``) are drawn dashed in every rater panel of their env, as the
-    reference; against ``x="queries"`` they are left out (they ask none). Offline agents (cpl, bc) are
+    reference; against ``x="queries"`` they are left out (they ask none). Offline agents (cpl, p_iql, bc) are
     drawn in panels of their own against gradient steps, each panel with its own x range
     (:func:`curve_panels`).
 

@@ -211,6 +211,15 @@ class RewardEnsemble(nn.Module):
         """``D``, size of the per-step input."""
         return self.net.input_dim
 
+    @property
+    def device(self) -> torch.device:
+        """Where the parameters live (move the ensemble with ``.to(device)``; numpy in and out either way)."""
+        return self.input_mean.device
+
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
+        """``array`` as a float32 tensor on this ensemble's device."""
+        return torch.as_tensor(np.asarray(array), dtype=torch.float32, device=self.device)
+
     def architecture(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this ensemble's shape (JSON-ready, no seed):
         ``RewardEnsemble(**ensemble.architecture())`` has the same parameter and buffer shapes."""
@@ -243,14 +252,15 @@ class RewardEnsemble(nn.Module):
         several times faster than torch's per-call overhead there. Later parameter updates do not
         reach an existing snapshot (check :attr:`version`).
         """
-        mean = self.input_mean.numpy().astype(np.float64)
-        std = self.input_std.numpy().astype(np.float64)
-        member_mean = self.member_mean.numpy().astype(np.float64)[:, None]
-        member_std = self.member_std.numpy().astype(np.float64)[:, None]
+        mean = self.input_mean.cpu().numpy().astype(np.float64)
+        std = self.input_std.cpu().numpy().astype(np.float64)
+        member_mean = self.member_mean.cpu().numpy().astype(np.float64)[:, None]
+        member_std = self.member_std.cpu().numpy().astype(np.float64)[:, None]
         layers = []
         for layer in self.net.layers:
             if isinstance(layer, EnsembleLinear):
-                layers.append((layer.weight.detach().numpy().astype(np.float64), layer.bias.detach().numpy()))
+                weight, bias = layer.weight.detach().cpu().numpy(), layer.bias.detach().cpu().numpy()
+                layers.append((weight.astype(np.float64), bias))
             else:
                 layers.append(numpy_activation(layer))
 
@@ -265,16 +275,16 @@ class RewardEnsemble(nn.Module):
     def set_input_normalization(self, features: np.ndarray) -> None:
         """Set the input mean/std from features ``[..., D]``."""
         flat = np.asarray(features, dtype=np.float64).reshape(-1, features.shape[-1])
-        self.input_mean.copy_(torch.as_tensor(flat.mean(axis=0), dtype=torch.float32))
-        self.input_std.copy_(torch.as_tensor(np.maximum(flat.std(axis=0), 1e-6), dtype=torch.float32))
+        self.input_mean.copy_(self.tensor(flat.mean(axis=0)))
+        self.input_std.copy_(self.tensor(np.maximum(flat.std(axis=0), 1e-6)))
         self.mark_updated()
 
     @torch.no_grad()
     def set_member_normalization(self, features: np.ndarray) -> None:
         """Set each member's output mean/std from its per-step rewards on features ``[..., D]``."""
         rewards = self.predict_steps(features).reshape(self.num_members, -1).astype(np.float64)
-        self.member_mean.copy_(torch.as_tensor(rewards.mean(axis=1), dtype=torch.float32))
-        self.member_std.copy_(torch.as_tensor(np.maximum(rewards.std(axis=1), 1e-6), dtype=torch.float32))
+        self.member_mean.copy_(self.tensor(rewards.mean(axis=1)))
+        self.member_std.copy_(self.tensor(np.maximum(rewards.std(axis=1), 1e-6)))
         self.mark_updated()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -290,7 +300,7 @@ class RewardEnsemble(nn.Module):
     @torch.no_grad()
     def predict_steps(self, features: np.ndarray) -> np.ndarray:
         """Per-step rewards of each member, ``[..., D] -> [K, ...]`` float32."""
-        return self(torch.as_tensor(features, dtype=torch.float32)).numpy()
+        return self(self.tensor(features)).cpu().numpy()
 
     @torch.no_grad()
     def predict_mean(self, features: np.ndarray) -> np.ndarray:
@@ -299,9 +309,9 @@ class RewardEnsemble(nn.Module):
         ``mean_k (r_k - mu_k) / sigma_k``, with each member's mean and std on the labelled data
         (:meth:`set_member_normalization`, refreshed after every fit).
         """
-        rewards = self(torch.as_tensor(features, dtype=torch.float32))
+        rewards = self(self.tensor(features))
         shape = (-1,) + (1,) * (rewards.dim() - 1)
-        return ((rewards - self.member_mean.view(shape)) / self.member_std.view(shape)).mean(0).numpy()
+        return ((rewards - self.member_mean.view(shape)) / self.member_std.view(shape)).mean(0).cpu().numpy()
 
     def segment_returns(self, segments: SegmentBatch) -> tuple[np.ndarray, np.ndarray]:
         """Predicted segment returns ``sum_t r_k(s_t, ...)``: mean and std across members, each ``[N]``."""
@@ -477,7 +487,7 @@ class RewardModelTrainer:
         # one forward pass for both sides of every pair: [K, 2B, H] -> segment sums [K, 2B]
         assert self._features is not None
         pairs = self._pairs[pair_idx]
-        feats = torch.as_tensor(self._features[pairs.T.reshape(-1)])
+        feats = self.ensemble.tensor(self._features[pairs.T.reshape(-1)])
         sums = self.ensemble(feats).sum(dim=-1)
         b = len(pair_idx)
         return sums[:, :b], sums[:, b:]
@@ -502,8 +512,8 @@ class RewardModelTrainer:
         idx = self._train_indices()
         if self._features is None or len(idx) == 0 or epochs == 0:
             return self.last_loss
-        labels = torch.as_tensor(self._labels)
-        weights = torch.as_tensor(self._weights)
+        labels = self.ensemble.tensor(self._labels)
+        weights = self.ensemble.tensor(self._weights)
         losses = []
         self.ensemble.set_input_normalization(self._normalization_sample())
         self.ensemble.train()
@@ -533,7 +543,7 @@ class RewardModelTrainer:
         diffs = []
         for lo in range(0, len(idx), 4096):
             sum1, sum2 = self._returns(idx[lo : lo + 4096])
-            diffs.append((sum1 - sum2).mean(0).numpy())  # ensemble-mean logit
+            diffs.append((sum1 - sum2).mean(0).cpu().numpy())  # ensemble-mean logit
         return preference_accuracy(np.concatenate(diffs), self._labels[idx])
 
     @property

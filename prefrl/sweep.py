@@ -57,6 +57,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from prefrl.agents import get_agent_class
+from prefrl.agents.base import resolve_device
 from prefrl.envs import EnvSpec, load_env_spec
 from prefrl.errors import ConfigError, SpecError
 from prefrl.experiment import (
@@ -125,6 +126,7 @@ class RunCell:
     :param seed: run seed
     :param run_dir: the cell's run directory
     :param settings_hash: the hash of the cell's resolved settings (set by :func:`run_sweep`)
+    :param device: torch device of the run (``auto``, ``cpu``, ``cuda[:k]``; not a setting)
     :param env_spec: the resolved env spec (workers use it as is, so a spec file or ``gym:`` id is read
         once, in the parent)
     :param rater_object: the :class:`~prefrl.raters.Rater` object when the sweep was given one
@@ -141,6 +143,7 @@ class RunCell:
     eval_freq: int | None = None
     n_eval_episodes: int | None = None
     settings_hash: str | None = None
+    device: str = "auto"
     env_spec: EnvSpec | None = field(default=None, repr=False, compare=False)
     rater_object: Rater | None = field(default=None, repr=False, compare=False)
 
@@ -430,6 +433,7 @@ def run_cell(cell: RunCell) -> RunOutcome:
             eval_freq=cell.eval_freq,
             n_eval_episodes=cell.n_eval_episodes,
             progress_bar=False,
+            device=cell.device,
         )
     except RunDirLockedError as e:
         return RunOutcome(cell, "locked", error=str(e))
@@ -690,6 +694,7 @@ def run_sweep(
     progress: bool | None = None,
     grace_s: float = STOP_GRACE_S,
     beside: bool = False,
+    device: str = "auto",
 ) -> SweepResult:
     """Run the grid env x agent x rater x seed; resumable, fault-tolerant, interruptible.
 
@@ -713,6 +718,8 @@ def run_sweep(
     :param grace_s: seconds stopped workers get to unwind before they are killed
     :param beside: cells whose directory holds a finished run with other settings run next to it
         (``seed<k>-<settings hash>``) instead of stopping the sweep
+    :param device: torch device of every run (:func:`prefrl.agents.base.resolve_device`; with the local
+        backend ``cuda`` is checked here, before anything runs)
     :returns: the :class:`SweepResult`; ``interrupted`` is set if SIGINT/SIGTERM stopped it
     :raises RayNotInstalledError: ``backend="ray"`` without Ray installed
     :raises ConfigError: finished runs in ``out`` have other settings than the grid (and not ``beside``);
@@ -739,6 +746,10 @@ def run_sweep(
         n_eval_episodes,
     )
     cells = _settle_cells(cells, beside)
+    if backend == "local":  # Ray workers may have GPUs the driver lacks: they check for themselves
+        for agent in {c.agent for c in cells}:
+            resolve_device(device, get_agent_class(agent))
+    cells = [replace(c, device=device) for c in cells]
     root.mkdir(parents=True, exist_ok=True)
     _record_invocation(
         root,
@@ -758,6 +769,7 @@ def run_sweep(
             "eval_freq": eval_freq,
             "n_eval_episodes": n_eval_episodes,
             "backend": backend,
+            "device": device,
             "beside": beside,
             "runs": [c.describe() for c in cells],
         },

@@ -138,6 +138,7 @@ def test_imports_are_at_module_top() -> None:
         ("prefrl.raters", "prefrl.agents"),
         ("prefrl.rollout", "prefrl.agents"),
         ("prefrl.reward_model", "prefrl.agents"),
+        ("prefrl.reward_learning", "prefrl.agents"),
         # only the command line parses arguments and prints
         ("prefrl.experiment", "prefrl.cli"),
         ("prefrl.sweep", "prefrl.cli"),

@@ -41,12 +41,12 @@ def test_every_agent_is_in_the_grid_once_with_the_labels_its_method_assumes():
     agents = [agent for group in demo.DEMO_GRID for agent in group.agents]
     assert sorted(agents) == sorted(list_agents())
     by_agent = {agent: group for group in demo.DEMO_GRID for agent in group.agents}
-    # CPL is derived for regret-based preferences; bc is its baseline on the same dataset
-    assert by_agent["cpl"].rater == by_agent["bc"].rater == "regret"
-    assert by_agent["cpl"].offline and by_agent["bc"].offline
+    # CPL is derived for regret-based preferences; p_iql (its paper's baseline) and bc learn from the same
+    # dataset
+    assert by_agent["cpl"].rater == by_agent["p_iql"].rater == by_agent["bc"].rater == "regret"
     assert by_agent["heron"].rater == "hierarchical"
     for agent, group in by_agent.items():
-        assert group.offline == (agent in ("cpl", "bc"))
+        assert group.offline == (agent in ("cpl", "p_iql", "bc"))
         assert get_agent_class(agent).requires_rater == (group.rater != "none"), agent
     # the rows expected to be low say why
     assert by_agent["cpl"].notes["cpl"] and by_agent["bc"].notes["bc"]

@@ -6,8 +6,9 @@ reports progress through a :class:`~prefrl.evaluation.ProgressHook`, which evalu
 env return with :meth:`Agent.predict`. :meth:`Agent.save` writes the final policy into a run directory and
 :meth:`Agent.load_policy` reads it back from there (``prefrl render --run``).
 
-Templates built on it: :class:`prefrl.agents.on_policy.PPOAgent` (SB3 PPO: ppo, rm_ppo, heron, spo) and
-:class:`prefrl.agents.offline.OfflineAgent` (cpl, bc).
+Templates built on it: :class:`prefrl.agents.on_policy.PPOAgent` (SB3 PPO: ppo, rm_ppo, heron, spo),
+:class:`prefrl.agents.off_policy.SACAgent` (SB3 SAC: sac, pebble) and
+:class:`prefrl.agents.offline.OfflineAgent` (cpl, p_iql, bc).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from prefrl.errors import ConfigError
+from prefrl.errors import ConfigError, SpecError
 from prefrl.spec_utils import ConfigSection
 
 if TYPE_CHECKING:
@@ -29,7 +30,16 @@ if TYPE_CHECKING:
     from prefrl.evaluation import ProgressHook
     from prefrl.raters.base import Rater
 
-__all__ = ["COMMON_DEFAULTS", "POLICY_KEYS", "Agent", "PredictFn", "Schema", "first_docstring_line"]
+__all__ = [
+    "COMMON_DEFAULTS",
+    "DEVICE_CHOICES",
+    "POLICY_KEYS",
+    "Agent",
+    "PredictFn",
+    "Schema",
+    "first_docstring_line",
+    "resolve_device",
+]
 
 #: a policy: raw observations [n, obs_dim] -> actions [n, act_dim]
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -52,6 +62,40 @@ COMMON_DEFAULTS: dict[str, Any] = {
 POLICY_KEYS = ("net_arch", "activation_fn", "ortho_init", "log_std_init", "full_std", "use_expln")
 
 
+#: values of ``--device`` besides an explicit torch device string such as ``cuda:1``
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(requested: str, agent_class: type[Agent]) -> str:
+    """The torch device an agent runs on, SB3's convention: ``cpu``, ``cuda[:k]`` or ``auto``.
+
+    ``auto`` is CUDA when one is available and the agent benefits from it (:attr:`Agent.gpu_pays`: the
+    offline agents' large networks do, PPO's small MLPs do not), else the CPU.
+
+    :raises SpecError: not a device name, or CUDA asked for where none is available
+    """
+    text = str(requested).strip().lower()
+    if text == "auto":
+        return "cuda" if agent_class.gpu_pays and torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise SpecError(
+            f"--device: unknown device {requested!r}; one of {', '.join(DEVICE_CHOICES)} or cuda:<index>"
+        ) from None
+    if device.type not in ("cpu", "cuda"):
+        raise SpecError(f"--device: prefrl runs on cpu or cuda, got {requested!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SpecError(
+                f"--device {requested}: no CUDA device is available to torch {torch.__version__}; use "
+                "--device cpu or auto"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SpecError(f"--device {requested}: only {torch.cuda.device_count()} CUDA device(s)")
+    return str(device)
+
+
 def first_docstring_line(obj: object) -> str:
     """The first line of ``obj``'s docstring, without a trailing full stop ("" without a docstring)."""
     doc = (getattr(obj, "__doc__", None) or "").strip()
@@ -66,7 +110,8 @@ class Agent(ABC):
         the agent's own :attr:`config_keys`
     :param rater: the preference model answering queries; ``None`` for agents that need none
     :param seed: run seed; every random draw of the agent derives from it
-    :param device: torch device
+    :param device: torch device (``cpu``, ``cuda``, ``cuda:1``; :func:`resolve_device` turns ``auto`` into
+        one of them)
     """
 
     #: registry name (``make_agent(name, ...)``); also the agents/<name>.yaml file stem
@@ -84,6 +129,9 @@ class Agent(ABC):
     #: typed config sections: top-level key -> its :class:`~prefrl.spec_utils.ConfigSection` (the one
     #: source of the section's defaults; the agent YAML sets tuned values only)
     config_sections: ClassVar[dict[str, type[ConfigSection]]] = {}
+    #: ``device="auto"`` picks CUDA for this agent when one is available; False for agents whose small
+    #: networks run faster on the CPU (SB3's advice for PPO with MLP policies)
+    gpu_pays: ClassVar[bool] = False
 
     def __init__(
         self,

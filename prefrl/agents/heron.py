@@ -46,15 +46,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 
 from prefrl.agents.registry import register_agent
-from prefrl.agents.rm_ppo import (
+from prefrl.agents.rm_ppo import RewardModelPPO
+from prefrl.errors import SpecError
+from prefrl.feedback import Schedule
+from prefrl.reward_learning import (
     FeedbackConfig,
+    PreferenceRewardLearner,
     RewardInputs,
     RewardModelConfig,
-    RewardModelPPO,
-    Schedule,
     Selection,
 )
-from prefrl.errors import SpecError
 from prefrl.spec_utils import ConfigSection
 from prefrl.types import PreferenceBatch
 
@@ -116,13 +117,61 @@ class HeronRewardModelConfig(RewardModelConfig):
     max_train_pairs: int | None = 8192
 
 
+class HeronRewardLearner(PreferenceRewardLearner):
+    """rm_ppo's reward learner, plus HERON's state pairing (``heron.pairing: state``, unbudgeted).
+
+    With ``pairing: segment`` it is :class:`~prefrl.reward_learning.PreferenceRewardLearner` unchanged.
+
+    :param heron: the ``heron:`` section
+    :param kwargs: :class:`~prefrl.reward_learning.PreferenceRewardLearner`'s arguments
+    """
+
+    def __init__(self, *args: Any, heron: HeronConfig, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.heron = heron
+
+    def queries_due(self, index: int) -> int:
+        # state pairing pairs every state of the rollout: HERON's code has no budget
+        return self.query_pool.num_segments if self.heron.pairing == "state" else super().queries_due(index)
+
+    def query_rounds(self) -> int:
+        return 1 if self.heron.pairing == "state" else super().query_rounds()
+
+    def collect_preferences(self, quota: int) -> PreferenceBatch | None:
+        """State pairing: pair the latest rollout's states inside random minibatches, each labelled alone."""
+        if self.heron.pairing == "segment":
+            return super().collect_preferences(quota)
+        pool = self.query_pool.latest()
+        n, size = len(pool), self.heron.pair_batch_size
+        if n < 2:
+            return None
+        order = self.rng.permutation(n)
+        groups = [order[lo : lo + size] for lo in range(0, n, size)]
+        if len(groups) > 1 and len(groups[-1]) < 2:  # a lone last state joins the previous minibatch
+            groups[-2] = np.concatenate([groups[-2], groups.pop()])
+        # every state of a minibatch starts one pair with another random state of the same minibatch
+        local = [np.stack([np.arange(len(g)), _other_index(len(g), self.rng)], axis=1) for g in groups]
+        group_id = np.concatenate([np.full(len(p), i) for i, p in enumerate(local)])
+        row = np.concatenate([np.arange(len(p)) for p in local])
+        pairs, labels = [], []
+        for i in np.unique(group_id):
+            chosen = local[i][row[group_id == i]]
+            # the minibatch is the rater's batch: its margins use the minibatch's std, as in HERON
+            prefs = self.rater.label(pool[groups[i]], chosen, self.rng)
+            self.query_counter.record(len(chosen), len(prefs))
+            pairs.append(groups[i][prefs.pairs])
+            labels.append(prefs.labels)
+        return PreferenceBatch(segments=pool, pairs=np.concatenate(pairs), labels=np.concatenate(labels))
+
+
 @register_agent
 class HeronAgent(RewardModelPPO):
     """PPO on a reward model learned from HERON's hierarchical factor comparisons (see module docstring).
 
     Config sections: ``heron`` (:class:`HeronConfig`) plus rm_ppo's ``feedback`` and ``reward_model``,
     whose defaults here follow HERON (inputs ``[obs, factors]``, one [256, 256] network, constant query
-    schedule). The rater should be ``hierarchical``; another rater works but is warned about.
+    schedule). The rater should be ``hierarchical``; another rater works but is warned about. What is
+    compared is its :class:`HeronRewardLearner`'s.
 
     Its reward model is saved into the run directory as rm_ppo's (:mod:`prefrl.reward_artifact`);
     ``prefrl.load_reward_model`` needs a VecEnv with the reward factors (:func:`prefrl.envs.make_vec_env`).
@@ -136,6 +185,7 @@ class HeronAgent(RewardModelPPO):
         "reward_model": HeronRewardModelConfig,
         "heron": HeronConfig,
     }
+    learner_class: ClassVar[type[PreferenceRewardLearner]] = HeronRewardLearner
 
     def __init__(
         self,
@@ -155,42 +205,11 @@ class HeronAgent(RewardModelPPO):
         # single states are segments of one step
         return 1 if self.heron.pairing == "state" else super().segment_length
 
-    def _queries_due(self) -> int:
-        # state pairing pairs every state of the rollout: HERON's code has no budget
-        return self.query_pool.num_segments if self.heron.pairing == "state" else super()._queries_due()
-
-    def _query_rounds(self) -> int:
-        return 1 if self.heron.pairing == "state" else super()._query_rounds()
+    def learner_kwargs(self) -> dict[str, Any]:
+        return {"heron": self.heron}
 
     def metrics(self) -> dict[str, float]:
         return {**super().metrics(), "unbudgeted": float(self.heron.pairing == "state")}
-
-    def collect_preferences(self, quota: int) -> PreferenceBatch | None:
-        """State pairing: pair the latest rollout's states inside random minibatches, each labelled alone."""
-        if self.heron.pairing == "segment":
-            return super().collect_preferences(quota)
-        pool = self.query_pool.latest()
-        n, size = len(pool), self.heron.pair_batch_size
-        if n < 2:
-            return None
-        order = self.rng.permutation(n)
-        groups = [order[lo : lo + size] for lo in range(0, n, size)]
-        if len(groups) > 1 and len(groups[-1]) < 2:  # a lone last state joins the previous minibatch
-            groups[-2] = np.concatenate([groups[-2], groups.pop()])
-        # every state of a minibatch starts one pair with another random state of the same minibatch
-        local = [np.stack([np.arange(len(g)), _other_index(len(g), self.rng)], axis=1) for g in groups]
-        group_id = np.concatenate([np.full(len(p), i) for i, p in enumerate(local)])
-        row = np.concatenate([np.arange(len(p)) for p in local])
-        assert self.rater is not None
-        pairs, labels = [], []
-        for i in np.unique(group_id):
-            chosen = local[i][row[group_id == i]]
-            # the minibatch is the rater's batch: its margins use the minibatch's std, as in HERON
-            prefs = self.rater.label(pool[groups[i]], chosen, self.rng)
-            self.query_counter.record(len(chosen), len(prefs))
-            pairs.append(groups[i][prefs.pairs])
-            labels.append(prefs.labels)
-        return PreferenceBatch(segments=pool, pairs=np.concatenate(pairs), labels=np.concatenate(labels))
 
 
 def _other_index(n: int, rng: np.random.Generator) -> np.ndarray:

@@ -182,6 +182,8 @@ class OfflineAgent(Agent):
 
     name = "offline_template"
     requires_rater = True
+    # [512, 512] policies on batches of 96 pairs x 64 steps: a GPU pays (``--device auto`` uses one)
+    gpu_pays = True
     config_sections: ClassVar[dict[str, type[ConfigSection]]] = {
         "offline": OfflineConfig,
         "dataset": DatasetConfig,
@@ -228,7 +230,10 @@ class OfflineAgent(Agent):
         if path is None:
             if self.rater is None:
                 raise SpecError(f"agent '{self.name}' needs a rater to label its dataset")
-            path = build_dataset(self.env_spec, self.rater, **cfg.build_kwargs())
+            # building draws from torch's global generator: keep it, so a run that builds the dataset and
+            # one that finds it cached train with the same dropout masks
+            with torch.random.fork_rng(devices=[]):
+                path = build_dataset(self.env_spec, self.rater, **cfg.build_kwargs())
         data = load_dataset(path, self.env_spec)
         return data.take(query_budget) if query_budget > 0 else data
 

@@ -34,11 +34,13 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
+from stable_baselines3.sac.policies import SACPolicy
 
 from prefrl.agents.base import Agent, PredictFn, Schema
 from prefrl.envs import make_vec_env
@@ -242,25 +244,7 @@ class PPOAgent(Agent):
     def save(self, path: str | Path) -> None:
         """SB3's ``policy.zip`` at ``path`` (for SB3 users) and, beside it, the files prefrl reads back
         without unpickling: ``policy.pt``, ``policy.json`` and, with ``normalize``, ``vecnormalize.json``."""
-        path = Path(path)
-        self.model.save(path)
-        directory = path.parent
-        normalizer = self.venv if isinstance(self.venv, VecNormalize) else None
-        description = _policy_description(self.model, normalizer is not None)
-        if normalizer is not None:
-            (directory / NORMALIZATION_FILE).write_text(
-                json.dumps(_normalization_state(normalizer), indent=2)
-            )
-        if description is None:
-            logger.warning(
-                "%s: this policy's spaces or policy_kwargs have no safe description; only SB3's %s was "
-                "written, which prefrl loads with trust=True (--trust) only",
-                directory,
-                path.name,
-            )
-            return
-        torch.save(self.model.policy.state_dict(), directory / POLICY_WEIGHTS_FILE)
-        (directory / POLICY_DESCRIPTION_FILE).write_text(json.dumps(description, indent=2))
+        _save_policy(self.model, self.venv, Path(path))
 
     @classmethod
     def load_policy(cls, run_dir: str | Path, trust: bool = False) -> PredictFn:
@@ -291,8 +275,11 @@ class PPOAgent(Agent):
 
 # ---- the saved policy: safe files and SB3's archive ------------------------------------------------------
 
-#: SB3 policy classes prefrl rebuilds from ``policy.json`` (PPO's ``MlpPolicy``)
-_POLICY_CLASSES: dict[str, type[ActorCriticPolicy]] = {"ActorCriticPolicy": ActorCriticPolicy}
+#: SB3 policy classes prefrl rebuilds from ``policy.json`` (PPO's and SAC's ``MlpPolicy``)
+_POLICY_CLASSES: dict[str, type[BasePolicy]] = {
+    "ActorCriticPolicy": ActorCriticPolicy,
+    "SACPolicy": SACPolicy,
+}
 #: ``policy_kwargs`` that ``policy.json`` may hold: plain values, plus the activation by name
 _DESCRIBED_KWARGS = (
     "net_arch",
@@ -304,6 +291,8 @@ _DESCRIBED_KWARGS = (
     "squash_output",
     "share_features_extractor",
     "normalize_images",
+    "clip_mean",
+    "n_critics",
 )
 #: numeric dtypes a saved space may have
 _SPACE_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
@@ -351,9 +340,36 @@ def _space_from_description(data: Any, where: str) -> spaces.Space:
         raise RunDirError(f"{where}: not a valid space description ({e})") from None
 
 
-def _policy_description(model: PPO, normalized: bool) -> dict[str, Any] | None:
+def _saved_module(policy: BasePolicy) -> torch.nn.Module:
+    """What ``policy.pt`` holds of ``policy``: SAC's actor (its critics never act), else all of it."""
+    return policy.actor if isinstance(policy, SACPolicy) else policy
+
+
+def _save_policy(model: BaseAlgorithm, venv: VecEnv, path: Path) -> None:
+    """SB3's archive of ``model`` at ``path`` and, beside it, ``policy.pt`` (:func:`_saved_module`'s
+    weights), ``policy.json`` and, when ``venv`` is a VecNormalize, ``vecnormalize.json``."""
+    model.save(path)
+    directory = path.parent
+    normalizer = venv if isinstance(venv, VecNormalize) else None
+    description = _policy_description(model, normalizer is not None)
+    if normalizer is not None:
+        (directory / NORMALIZATION_FILE).write_text(json.dumps(_normalization_state(normalizer), indent=2))
+    if description is None:
+        logger.warning(
+            "%s: this policy's spaces or policy_kwargs have no safe description; only SB3's %s was "
+            "written, which prefrl loads with trust=True (--trust) only",
+            directory,
+            path.name,
+        )
+        return
+    torch.save(_saved_module(model.policy).state_dict(), directory / POLICY_WEIGHTS_FILE)
+    (directory / POLICY_DESCRIPTION_FILE).write_text(json.dumps(description, indent=2))
+
+
+def _policy_description(model: BaseAlgorithm, normalized: bool) -> dict[str, Any] | None:
     """``policy.json``: what rebuilds ``model.policy`` (``None`` if it holds something JSON cannot)."""
-    kwargs = dict(model.policy_kwargs)
+    # off-policy algorithms copy use_sde into policy_kwargs; the description records it on its own
+    kwargs = {key: value for key, value in model.policy_kwargs.items() if key != "use_sde"}
     if not set(kwargs) <= set(_DESCRIBED_KWARGS) or type(model.policy) not in _POLICY_CLASSES.values():
         return None
     if "activation_fn" in kwargs:
@@ -475,7 +491,7 @@ def _load_safe_policy(run_dir: Path) -> PredictFn:
                 use_sde=use_sde,
                 **sb3_policy_kwargs(kwargs),
             )
-        policy.load_state_dict(state)
+        _saved_module(policy).load_state_dict(state)
     except (RuntimeError, TypeError, ValueError) as e:
         raise RunDirError(
             f"{weights}: does not fit the policy described in {where} ({_first_line(e)})"
@@ -490,12 +506,18 @@ def _load_safe_policy(run_dir: Path) -> PredictFn:
     return _deterministic(policy, normalize)
 
 
-def _load_sb3_policy(run_dir: Path) -> PredictFn:
-    """SB3's own loaders (they unpickle): ``policy.zip`` and ``vecnormalize.pkl`` of an older run."""
+def _load_sb3_policy(
+    run_dir: Path, algorithm: type[BaseAlgorithm] = PPO, act_only: Mapping[str, Any] = _ACT_ONLY
+) -> PredictFn:
+    """SB3's own loaders (they unpickle): ``policy.zip`` and ``vecnormalize.pkl`` of an older run.
+
+    :param algorithm: the SB3 class that wrote ``policy.zip``
+    :param act_only: its ``custom_objects`` replacing the training-only attributes
+    """
     spec = load_run_env_spec(run_dir)
     # training-only objects are not restored: acting needs the policy weights alone, and pickled
     # schedules or buffer classes would break when prefrl's modules move
-    model = PPO.load(run_dir / "policy.zip", device="cpu", custom_objects=_ACT_ONLY)
+    model = algorithm.load(run_dir / "policy.zip", device="cpu", custom_objects=dict(act_only))
     normalize: Callable[[np.ndarray], np.ndarray] | None = None
     if (run_dir / LEGACY_NORMALIZATION_FILE).is_file():
         stats = VecNormalize.load(str(run_dir / LEGACY_NORMALIZATION_FILE), make_vec_env(spec, n_envs=1))
@@ -535,8 +557,9 @@ class ProgressCallback(BaseCallback):
 
     Evaluations happen at step 0, at the first rollout boundary after every ``eval_freq`` env steps
     (counted over all parallel envs) and after the final update. Evaluating at a rollout *start* (right
-    after a PPO update) rather than mid-rollout means the row at ``env_steps = k`` scores the policy
-    trained on exactly ``k`` env steps, and the last row scores the final policy.
+    after a PPO update, or after SAC's gradient steps for its last ``train_freq`` steps) rather than
+    mid-rollout means the row at ``env_steps = k`` scores the policy trained on exactly ``k`` env steps,
+    and the last row scores the final policy.
     """
 
     def __init__(self, hook: ProgressHook, agent: Agent) -> None:

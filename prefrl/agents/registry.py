@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 #: modules under prefrl/agents/ that define built-in agents (missing ones are skipped)
-BUILTIN_MODULES = ("ppo", "rm_ppo", "heron", "spo", "cpl", "bc")
+BUILTIN_MODULES = ("ppo", "rm_ppo", "heron", "spo", "sac", "pebble", "cpl", "p_iql", "bc")
 #: entry-point group of third-party agents
 ENTRY_POINT_GROUP = "prefrl.agents"
 

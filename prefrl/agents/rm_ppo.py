@@ -18,6 +18,11 @@ Loop, once per PPO rollout (inside SB3's loop, no fork of PPO):
    uses the model the rollout was collected under instead (the rewards a per-step wrapper would have
    given).
 
+Steps 2 and 3 (and everything below up to the metrics) are a
+:class:`~prefrl.reward_learning.PreferenceRewardLearner`, which every agent that learns its reward from
+queries during training shares; this module adds PPO's side (1 and 4) and asks the learner once per
+rollout.
+
 Queries (:mod:`prefrl.feedback`, :mod:`prefrl.query_selection`). The budget ``Q`` is spread over training
 by ``feedback.schedule`` (``christiano``, ``hyperbolic``, ``constant``, ``linear``, ``front_loaded``), with
 ``feedback.initial_query_share`` of it asked after the first rollout (the initial policy). Every pair is
@@ -49,9 +54,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from stable_baselines3.common.buffers import RolloutBuffer
@@ -60,10 +64,18 @@ from stable_baselines3.common.vec_env import VecEnv
 from prefrl.agents.on_policy import PPOAgent
 from prefrl.agents.registry import register_agent
 from prefrl.errors import SpecError
-from prefrl.feedback import BudgetMode, QueryCounter, QueryPool, Schedule, query_allowance
-from prefrl.query_selection import SELECTION_RULES, pair_features, select_queries
-from prefrl.reward_artifact import save_reward_model
-from prefrl.reward_model import RewardEnsemble, RewardModelTrainer, feature_dim
+from prefrl.feedback import QueryCounter, QueryPool
+from prefrl.feedback import Schedule as Schedule  # re-exported, with the config names below
+
+# the config sections and their value types were defined here before prefrl.reward_learning: the
+# redundant aliases re-export them for code that imports them from here
+from prefrl.reward_learning import SELECTIONS as SELECTIONS
+from prefrl.reward_learning import FeedbackConfig as FeedbackConfig
+from prefrl.reward_learning import PreferenceRewardLearner, check_configs
+from prefrl.reward_learning import RewardInputs as RewardInputs
+from prefrl.reward_learning import RewardModelConfig as RewardModelConfig
+from prefrl.reward_learning import Selection as Selection
+from prefrl.reward_model import RewardEnsemble, RewardModelTrainer
 from prefrl.rollout import LearnedRewardVecEnvWrapper, RelabelRolloutBuffer, TrajectoryRecorder
 from prefrl.spec_utils import ConfigSection
 from prefrl.types import PreferenceBatch, SegmentBatch
@@ -75,128 +87,17 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Selection = Literal[
-    "uniform", "disagreement", "entropy", "kcenter", "kcenter_disagreement", "kcenter_entropy"
-]
-RewardInputs = Literal["obs", "obs_act", "obs_factors"]
-
-
-@dataclass(frozen=True)
-class FeedbackConfig(ConfigSection):
-    """The ``feedback:`` section: how queries are scheduled, chosen and used."""
-
-    value_names: ClassVar[dict[str, str]] = {
-        "schedule": "schedule",
-        "selection": "selection mode",
-        "budget": "budget mode",
-    }
-
-    #: share of the query budget asked after the first rollout (the initial, near-random policy)
-    initial_query_share: float = 0.25
-    #: how the rest is spread over training (prefrl.feedback: christiano | hyperbolic | constant | linear |
-    #: front_loaded); linear with disagreement selection was the most reliable pair in a 15-way comparison
-    #: on Pendulum (results/rm_ppo/query_rules.csv: median 91.1, worst of 5 seeds 89.3)
-    schedule: Schedule = "linear"
-    #: ``christiano``'s T0 in env steps: label rate proportional to T0 / (T + T0)
-    christiano_t0: float = 2.0e6
-    #: what the budget caps: every asked query (B-Pref: a skipped query costs) or answered ones only
-    budget: BudgetMode = "asked"
-    #: pair selection rule (prefrl.query_selection)
-    selection: Selection = "disagreement"
-    #: candidate pairs drawn per query asked (all rules but uniform choose among them)
-    candidate_factor: int = 10
-    #: steps per queried segment ``H``; ``None`` = the env spec's segment_length
-    segment_length: int | None = None
-    #: segments of the last this-many rollouts are the candidates
-    pool_rollouts: int = 2
-    #: rollouts of segments kept for when the recent ones have too few unasked pairs
-    buffer_rollouts: int = 8
-    #: recompute the finished rollout's rewards with the refitted model before the PPO update
-    relabel_rollout: bool = True
-
-    def validate(self, where: str) -> None:
-        if not 0.0 <= self.initial_query_share <= 1.0:
-            raise SpecError(f"{where}.initial_query_share must lie in [0, 1], got {self.initial_query_share}")
-        if self.candidate_factor < 1 or self.pool_rollouts < 1:
-            raise SpecError(f"{where}.candidate_factor and {where}.pool_rollouts must be >= 1")
-        if self.buffer_rollouts < self.pool_rollouts:
-            raise SpecError(f"{where}.buffer_rollouts must be >= pool_rollouts ({self.pool_rollouts})")
-        if not self.christiano_t0 > 0:
-            raise SpecError(f"{where}.christiano_t0 must be > 0 env steps, got {self.christiano_t0}")
-        if self.segment_length is not None and self.segment_length < 1:
-            raise SpecError(f"{where}.segment_length must be >= 1 or null, got {self.segment_length}")
-
-
-@dataclass(frozen=True)
-class RewardModelConfig(ConfigSection):
-    """The ``reward_model:`` section: the Bradley-Terry ensemble and its incremental refits."""
-
-    value_names: ClassVar[dict[str, str]] = {"inputs": "input mode"}
-    ranges: ClassVar[dict[str, str]] = {
-        "learning_rate": "(0, inf)",
-        "weight_decay": "[0, inf)",
-        "net_arch": "[1, inf)",
-    }
-
-    #: what the model sees per step: obs | obs_act (Christiano et al.) | obs_factors (HERON)
-    inputs: RewardInputs = "obs_act"
-    #: ensemble members ``K``
-    ensemble_size: int = 3
-    #: hidden layer sizes of each member
-    net_arch: tuple[int, ...] = (64, 64)
-    #: hidden activation (a name of prefrl.networks.ACTIVATIONS)
-    activation: str = "relu"
-    #: Adam learning rate
-    learning_rate: float = 1.0e-3
-    #: Adam L2 penalty
-    weight_decay: float = 0.0
-    #: pairs per minibatch
-    batch_size: int = 64
-    #: warm-started epochs per refit (the data grows slowly, so one epoch per rollout suffices)
-    epochs: int = 1
-    #: epochs of the first fit
-    initial_epochs: int = 20
-    #: share of the labelled pairs held out for rm_accuracy
-    holdout_share: float = 0.1
-    #: each member trains on its own (Poisson) bootstrap resample
-    bootstrap: bool = True
-    #: train on the most recent pairs only; ``None`` = all
-    max_train_pairs: int | None = None
-    #: refit at most every this-many rollouts (and only when new labels arrived since the last fit)
-    refit_every: int = 1
-    #: ... and at most every this-many env steps (B-Pref's interval between reward updates); the first fit
-    #: comes with the first labels. Why: a refit is one epoch over all labels, so refitting after every
-    #: short rollout (HalfCheetah's 512 steps) made refits the largest cost of a run
-    refit_interval: int = 5000
-
-    def validate(self, where: str) -> None:
-        if self.ensemble_size < 1:
-            raise SpecError(f"{where}.ensemble_size must be >= 1, got {self.ensemble_size}")
-        if not 0.0 <= self.holdout_share < 1.0:
-            raise SpecError(f"{where}.holdout_share must lie in [0, 1), got {self.holdout_share}")
-        if self.batch_size < 1 or self.epochs < 0 or self.initial_epochs < 0:
-            raise SpecError(f"{where}: need batch_size >= 1 and epochs, initial_epochs >= 0")
-        if self.refit_every < 1 or self.refit_interval < 0:
-            raise SpecError(
-                f"{where}: need refit_every >= 1 and refit_interval >= 0, got {self.refit_every} and "
-                f"{self.refit_interval}"
-            )
-        if self.max_train_pairs is not None and self.max_train_pairs < 1:
-            raise SpecError(f"{where}.max_train_pairs must be >= 1 or null, got {self.max_train_pairs}")
-
-
-SELECTIONS: tuple[str, ...] = get_args(Selection)
-#: rounds of asking per rollout (more than one only when queries were skipped under an answered budget)
-_MAX_QUERY_ROUNDS = 5
-assert SELECTIONS == SELECTION_RULES, "the config's selection names must be query_selection's rules"
-
 
 @register_agent
 class RewardModelPPO(PPOAgent):
     """PPO on a Bradley-Terry reward-model ensemble refitted from rater queries on a schedule.
 
     Config sections (beyond :class:`~prefrl.agents.on_policy.PPOAgent`'s): ``feedback``
-    (:class:`FeedbackConfig`) and ``reward_model`` (:class:`RewardModelConfig`). With observation
+    (:class:`~prefrl.reward_learning.FeedbackConfig`) and ``reward_model``
+    (:class:`~prefrl.reward_learning.RewardModelConfig`). The reward learning (schedule, unique pairs,
+    selection, counters, ensemble, refits) is a :class:`~prefrl.reward_learning.PreferenceRewardLearner`
+    (:attr:`learner`, of :attr:`learner_class`) asked at the end of every rollout; this class adds PPO's
+    side: recording, the deferred reward wrapper and relabelling the finished rollout. With observation
     normalisation (``normalize``), the reward normalisation of ``VecNormalize`` is switched off: the
     learned reward is already normalised by the reward wrapper.
     """
@@ -208,6 +109,8 @@ class RewardModelPPO(PPOAgent):
         "feedback": FeedbackConfig,
         "reward_model": RewardModelConfig,
     }
+    #: the reward learner built in :meth:`wrap_env` (a subclass changes what is compared by its own)
+    learner_class: ClassVar[type[PreferenceRewardLearner]] = PreferenceRewardLearner
 
     def __init__(
         self,
@@ -221,10 +124,8 @@ class RewardModelPPO(PPOAgent):
         sections = self.parse_sections(config)
         self.feedback: FeedbackConfig = sections["feedback"]  # type: ignore[assignment]
         self.rm_config: RewardModelConfig = sections["reward_model"]  # type: ignore[assignment]
-        if "disagreement" in self.feedback.selection and self.rm_config.ensemble_size < 2:
-            raise SpecError(
-                f"feedback.selection '{self.feedback.selection}' needs reward_model.ensemble_size >= 2"
-            )
+        # before any env is built
+        check_configs(self.feedback, self.rm_config)
         normalize = config.get("normalize", False)
         if normalize:
             # the learned reward is normalised by the wrapper; VecNormalize must not rescale it again
@@ -239,16 +140,10 @@ class RewardModelPPO(PPOAgent):
         assert isinstance(buffer, RelabelRolloutBuffer)
         # attached, not passed to PPO, so the hook is never pickled with the model
         buffer.relabel_hook = self._on_rollout_complete
-        self.query_pool = QueryPool(self.feedback.pool_rollouts, self.feedback.buffer_rollouts)
-        self.query_counter = QueryCounter(self.feedback.budget)
-        self._allowance = np.zeros(1, dtype=np.int64)
+        #: rollouts completed in the current :meth:`learn` (the learner's query point index)
         self._rollout = 0
-        self._last_fit_rollout = self._last_fit_step = 0
-        self._labels_since_fit = 0
         #: the reward-model version whose outputs the reward normaliser's statistics describe
         self._normalized_version = -1
-        #: B-Pref-style pair features (both segments' observations) of every answered pair, for k-center
-        self._labelled_pair_features: list[np.ndarray] = []
         self.reward_corr = float("nan")
 
     @property
@@ -258,30 +153,24 @@ class RewardModelPPO(PPOAgent):
         return self.env_spec.segment_length if h is None else h
 
     # ---- PPOAgent hooks ---------------------------------------------------------------------------
+    def learner_kwargs(self) -> dict[str, Any]:
+        """Extra keyword arguments of :attr:`learner_class` (none for rm_ppo)."""
+        return {}
+
     def wrap_env(self, venv: VecEnv) -> VecEnv:
         """``base envs -> TrajectoryRecorder -> LearnedRewardVecEnvWrapper`` (+ normalisation above)."""
-        rm = self.rm_config
-        obs_dim = int(np.prod(venv.observation_space.shape))
-        act_dim = int(np.prod(venv.action_space.shape))
-        self.reward_model = RewardEnsemble(
-            inputs=rm.inputs,
-            input_dim=feature_dim(rm.inputs, obs_dim, act_dim, self.env_spec.num_factors),
-            num_members=rm.ensemble_size,
-            net_arch=list(rm.net_arch),
-            activation=rm.activation,
+        assert self.rater is not None  # requires_rater: Agent.__init__ refuses to build one without
+        self.learner = self.learner_class(
+            self.feedback,
+            self.rm_config,
+            obs_dim=int(np.prod(venv.observation_space.shape)),
+            act_dim=int(np.prod(venv.action_space.shape)),
+            num_factors=self.env_spec.num_factors,
+            rater=self.rater,
             seed=self.seed,
-        )
-        self.reward_model.eval()
-        self.trainer = RewardModelTrainer(
-            self.reward_model,
-            learning_rate=rm.learning_rate,
-            batch_size=rm.batch_size,
-            epochs=rm.epochs,
-            holdout_share=rm.holdout_share,
-            bootstrap=rm.bootstrap,
-            max_train_pairs=rm.max_train_pairs,
-            weight_decay=rm.weight_decay,
-            rng=np.random.default_rng([self.seed, 1]),
+            rng=self.rng,  # one stream with the agent's: the same draws as before the learner existed
+            device=self.device,
+            **self.learner_kwargs(),
         )
         self.recorder = TrajectoryRecorder(venv, self.segment_length)
         # rewards are set for the whole rollout at its end (relabel hook): no per-step predictions
@@ -296,6 +185,27 @@ class RewardModelPPO(PPOAgent):
         # of the reward, so the bootstrap term is kept
         return {"keep_bootstrap": True}
 
+    # ---- the learner's parts, as before it was one ------------------------------------------------
+    @property
+    def reward_model(self) -> RewardEnsemble:
+        return self.learner.reward_model
+
+    @property
+    def trainer(self) -> RewardModelTrainer:
+        return self.learner.trainer
+
+    @property
+    def query_pool(self) -> QueryPool:
+        return self.learner.query_pool
+
+    @property
+    def query_counter(self) -> QueryCounter:
+        return self.learner.query_counter
+
+    @property
+    def _allowance(self) -> np.ndarray:
+        return self.learner.allowance
+
     # ---- training ---------------------------------------------------------------------------------
     def learn(self, total_steps: int, query_budget: int, callback: ProgressHook | None = None) -> None:
         if query_budget <= 0:
@@ -305,11 +215,7 @@ class RewardModelPPO(PPOAgent):
             )
         rollout_size = int(self.model.n_steps) * self.venv.num_envs
         num_rollouts = max(1, math.ceil(int(total_steps) / rollout_size))
-        fb = self.feedback
-        rollout_ends = rollout_size * np.arange(1, num_rollouts + 1)
-        self._allowance = query_allowance(
-            int(query_budget), rollout_ends, fb.initial_query_share, fb.schedule, fb.christiano_t0
-        )
+        self.learner.plan(int(query_budget), rollout_size * np.arange(1, num_rollouts + 1))
         self._rollout = 0
         self.reward_env.clear_log()
         super().learn(total_steps, query_budget, callback)
@@ -318,41 +224,20 @@ class RewardModelPPO(PPOAgent):
     @property
     def num_queries(self) -> int:
         """Queries counted against the budget (``feedback.budget``: asked or answered)."""
-        return self.query_counter.charged
+        return self.learner.num_queries
 
     @property
     def queries_asked(self) -> int:
-        return self.query_counter.asked
+        return self.learner.queries_asked
 
     @property
     def queries_answered(self) -> int:
-        return self.query_counter.answered
-
-    def _query_rounds(self) -> int:
-        # under an ``answered`` budget skipped queries are replaced at once by new pairs (a few rounds);
-        # under an ``asked`` one the first round asks the whole quota (or every unasked pair there is)
-        return _MAX_QUERY_ROUNDS if self.query_counter.budget == "answered" else 1
-
-    def _queries_due(self) -> int:
-        target = self._allowance[min(self._rollout, len(self._allowance) - 1)]
-        return max(0, int(target) - self.num_queries)
+        return self.learner.queries_answered
 
     def _on_rollout_complete(self, buffer: RelabelRolloutBuffer) -> np.ndarray:
         """Relabel hook: query, refit and return the change of the rollout's rewards, ``[T, n_envs]``."""
-        segments = self.recorder.pop_segments()
-        if segments is not None and len(segments):
-            self.query_pool.add(segments)
-        for _ in range(self._query_rounds()):
-            quota = self._queries_due()
-            if quota <= 0 or self.query_pool.num_segments < 2:
-                break
-            asked_before = self.queries_asked
-            prefs = self.collect_preferences(quota)
-            if prefs is not None and len(prefs):
-                self.trainer.add(prefs)
-                self._labels_since_fit += len(prefs)
-            if self.queries_asked == asked_before:  # no unasked pair left: the rest stays due
-                break
+        self.learner.add_segments(self.recorder.pop_segments())
+        self.learner.ask(self._rollout)
         log = self.reward_env.rollout_log(last=buffer.buffer_size)
         self.reward_env.clear_log()
         if log.features.shape[0] != buffer.buffer_size:
@@ -364,11 +249,8 @@ class RewardModelPPO(PPOAgent):
         # (relabel_rollout: false) by the model the rollout was collected under
         collected_version = self.reward_model.version
         before = None if self.feedback.relabel_rollout else self.reward_model.predict_mean(log.features)
-        if self._refit_due():
-            first_fit = self.trainer.num_fits == 0
-            self.trainer.fit(self.rm_config.initial_epochs if first_fit else None)
-            self._labels_since_fit, self._last_fit_rollout = 0, self._rollout
-            self._last_fit_step = self.model.num_timesteps
+        if self.learner.refit_due(self._rollout, self.model.num_timesteps):
+            self.learner.refit(self.model.num_timesteps, self._rollout)
         self._rollout += 1
         learned = self.reward_model.predict_mean(log.features)  # [T, n_envs]
         self.reward_corr = _pearson(learned, log.true_rewards)
@@ -384,73 +266,24 @@ class RewardModelPPO(PPOAgent):
             self.reward_env.observe_rewards(rewards)
         return self.reward_env.normalize_reward(rewards) - log.rewards
 
-    def _refit_due(self) -> bool:
-        """New labels arrived, and ``refit_every`` rollouts and ``refit_interval`` env steps have passed."""
-        if not self._labels_since_fit:
-            return False
-        if self.trainer.num_fits == 0:
-            return True
-        rm = self.rm_config
-        return (
-            self._rollout - self._last_fit_rollout >= rm.refit_every
-            and self.model.num_timesteps - self._last_fit_step >= rm.refit_interval
-        )
-
-    # ---- preference collection (overridden by heron's state pairing) -------------------------------
+    # ---- preference collection (the learner's; heron's learner pairs states) ----------------------
     def collect_preferences(self, quota: int) -> PreferenceBatch | None:
-        """Ask up to ``quota`` never-asked pairs of recent segments, chosen by ``feedback.selection``."""
-        fb = self.feedback
-        segments, ids, candidates = self.query_pool.window(quota, quota * fb.candidate_factor, self.rng)
-        if len(candidates) == 0:
-            return None
-        chosen = candidates[self.select_pairs(segments, candidates, quota)]
-        assert self.rater is not None
-        labels, answered = self.rater.label_array(segments, chosen, self.rng)
-        self.query_pool.mark_asked(ids, chosen)
-        self.query_counter.record(len(chosen), int(answered.sum()))
-        if answered.any() and "kcenter" in fb.selection:
-            self._labelled_pair_features.append(pair_features(segments.obs, chosen[answered]))
-        return PreferenceBatch(segments=segments, pairs=chosen[answered], labels=labels[answered])
+        """Ask up to ``quota`` queries now (:meth:`PreferenceRewardLearner.collect_preferences`)."""
+        return self.learner.collect_preferences(quota)
 
     def select_pairs(self, segments: SegmentBatch, candidates: np.ndarray, quota: int) -> np.ndarray:
-        """Indices of the ``quota`` candidates to ask (:func:`prefrl.query_selection.select_queries`).
-
-        The first batch is uniform: before the first fit the ensemble's uncertainty is noise.
-        """
-        rule = self.feedback.selection if self.trainer.num_fits else "uniform"
-        member_probs = features = labelled = None
-        if rule in ("disagreement", "entropy", "kcenter_disagreement", "kcenter_entropy"):
-            member_probs = self.reward_model.preference_probabilities(
-                self.reward_model.features(segments), candidates
-            )
-        if "kcenter" in rule:
-            # B-Pref's k-center works on the pair's observations (both segments, flattened)
-            features = pair_features(segments.obs, candidates)
-            labelled = (
-                np.concatenate(self._labelled_pair_features)
-                if self._labelled_pair_features
-                else np.zeros((0, features.shape[1]), dtype=features.dtype)
-            )
-        return select_queries(
-            rule,
-            candidates,
-            quota,
-            self.rng,
-            member_probs=member_probs,
-            pair_features=features,
-            labelled_features=labelled,
-        )
+        """Indices of the ``quota`` candidates to ask (:meth:`PreferenceRewardLearner.select_pairs`)."""
+        return self.learner.select_pairs(segments, candidates, quota)
 
     # ---- reporting --------------------------------------------------------------------------------
     def metrics(self) -> dict[str, float]:
-        return {**self.trainer.metrics(), "reward_corr": self.reward_corr}
+        return {**self.learner.metrics(), "reward_corr": self.reward_corr}
 
     def save(self, path: str | Path) -> None:
         """The policy (``policy.zip``) and, next to it, the reward model as a loadable artefact
         (``reward_model.pt`` + ``reward_model.json``, see :mod:`prefrl.reward_artifact`)."""
         super().save(path)
-        save_reward_model(
-            self.reward_model,
+        self.learner.save(
             Path(path).parent,
             env_spec=self.env_spec,
             observation_space=self.reward_env.observation_space,

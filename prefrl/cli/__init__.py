@@ -12,6 +12,7 @@ Sub-commands, one module per group::
                 prefrl oracle correct-value --env ENV [--from DIR] [--out DIR] [--episodes N] [--fit-steps N]
     dataset.py  prefrl dataset build --env ENV --rater R [--episodes N] [--noise S] [--segment 64] [--pairs P]
                 prefrl dataset export FILE --format minari --id NS/NAME-v0 | prefrl dataset import ID --out F
+    identify.py prefrl identify --dataset FILE [--env ENV] [--models a,b] [--folds K] [--bootstraps B]
 
 ENV is a spec name, a spec file (``my_env.yaml``) or ``gym:<gymnasium id>[,key=value...]`` everywhere.
     results.py  prefrl plot DIR | prefrl report DIR
@@ -36,7 +37,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import prefrl
-from prefrl.cli import dataset, oracle, rate, render, results, run
+from prefrl.cli import dataset, identify, oracle, rate, render, results, run
 from prefrl.errors import PrefrlError
 
 __all__ = ["BUG_REPORT", "HelpFormatter", "Parser", "build_parser", "main", "prefrl_version"]
@@ -48,7 +49,7 @@ BUG_REPORT = (
 )
 
 #: the command groups, in the order their sub-commands are listed by ``prefrl --help``
-COMMAND_GROUPS = (run, rate, oracle, dataset, results, render)
+COMMAND_GROUPS = (run, rate, oracle, dataset, identify, results, render)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

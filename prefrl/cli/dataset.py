@@ -1,4 +1,5 @@
-"""``prefrl dataset build | export | import``: offline preference datasets (cpl, bc) and Minari.
+"""``prefrl dataset build | export | import | import-labels``: offline preference datasets (cpl, p_iql,
+bc), Minari, and labels collected elsewhere (a CSV over a dataset's segments, :mod:`prefrl.label_import`).
 
 ``build`` shows its progress: a bar when stdout is a terminal, else the library's log line every ~10%
 of the env steps (:mod:`prefrl.datasets` logs them; :func:`~prefrl.cli.echo.echo_progress` prints them).
@@ -24,6 +25,7 @@ from prefrl.dataset_minari import (
 )
 from prefrl.datasets import PAIR_MODES, DatasetConfig, ProgressFn, build_dataset, load_dataset
 from prefrl.errors import DatasetError
+from prefrl.label_import import import_labels_csv
 
 __all__ = ["add_parser"]
 
@@ -52,6 +54,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     _add_build(sub)
     _add_export(sub)
     _add_import(sub)
+    _add_import_labels(sub)
     parser.set_defaults(func=cmd_dataset)
     return parser
 
@@ -158,9 +161,29 @@ def _add_import(sub: Any) -> None:
     )
 
 
+def _add_import_labels(sub: Any) -> None:
+    imp = sub.add_parser(
+        "import-labels",
+        help="a new dataset: the segments of one dataset with labels from a CSV (e.g. collected from people)",
+        description="Read a CSV with columns segment_a,segment_b,label (segment indices into --segments; "
+        "label = P(segment_a preferred): 1, 0, 0.5 for a tie, or in between; empty or 'skip' = skipped, "
+        "dropped) and write a dataset of those pairs and labels over the segments of --segments.",
+    )
+    imp.add_argument(
+        "--segments", required=True, metavar="DATASET", help="the dataset the indices point into"
+    )
+    imp.add_argument("--csv", required=True, metavar="FILE", help="the labels: segment_a,segment_b,label")
+    imp.add_argument("--out", required=True, metavar="FILE", help="the new dataset (.npz) to write")
+
+
 def cmd_dataset(args: argparse.Namespace) -> int:
     """Handler of ``prefrl dataset``: dispatches on the sub-command."""
-    handlers = {"build": _cmd_build, "export": _cmd_export, "import": _cmd_import}
+    handlers = {
+        "build": _cmd_build,
+        "export": _cmd_export,
+        "import": _cmd_import,
+        "import-labels": _cmd_import_labels,
+    }
     return handlers[args.dataset_command](args)
 
 
@@ -250,5 +273,16 @@ def _cmd_import(args: argparse.Namespace) -> int:
     print(
         f"{path}\n{data.segments.num_segments} segments, {data.num_pairs} labelled pairs "
         f"(env {data.provenance['params']['env']}, rater {data.provenance.get('rater_spec')})"
+    )
+    return 0
+
+
+def _cmd_import_labels(args: argparse.Namespace) -> int:
+    """Imports the CSV's labels, then prints the written file and a one-line summary."""
+    path = import_labels_csv(args.segments, args.csv, args.out)
+    data = load_dataset(path)
+    print(
+        f"{path}\n{data.num_pairs} labelled pairs ({data.provenance['labels']['skipped']} skipped, tie rate "
+        f"{data.preferences.tie_rate:.3f}) over {data.segments.num_segments} segments of {args.segments}"
     )
     return 0

@@ -57,15 +57,15 @@ def add_parser(subparsers: Any) -> None:
         "--steps",
         type=int,
         default=None,
-        help="env steps for online agents, gradient steps for offline ones (cpl, bc) (default: the agent "
-        "config's total_steps)",
+        help="env steps for online agents, gradient steps for offline ones (cpl, p_iql, bc) (default: the "
+        "agent config's total_steps)",
     )
     run.add_argument(
         "--queries",
         type=int,
         default=None,
-        help="rater query budget; cpl/bc: labelled pairs taken from the dataset, 0 = all (default: the agent "
-        "config's)",
+        help="rater query budget; cpl/p_iql/bc: labelled pairs taken from the dataset, 0 = all (default: the "
+        "agent config's)",
     )
     run.add_argument("--out", default=None, help="run directory (default: runs/ENV/AGENT/RATER/seedS)")
     run.add_argument(
@@ -90,6 +90,7 @@ def add_parser(subparsers: Any) -> None:
         help="if --out holds a finished run with other settings, write this run next to it (OUT-HASH) "
         "instead of stopping",
     )
+    add_device_argument(run)
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser(
@@ -105,11 +106,21 @@ def add_parser(subparsers: Any) -> None:
         "--offline-steps",
         type=int,
         default=DEMO_OFFLINE_STEPS,
-        help="gradient steps of the offline agents (cpl, bc)",
+        help="gradient steps of the offline agents (cpl, p_iql, bc)",
     )
     demo.set_defaults(func=cmd_demo)
 
     add_sweep_parser(subparsers)
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device auto|cpu|cuda[:k]`` (SB3's convention)."""
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="torch device: auto (CUDA when available, for the agents it speeds up: cpl, p_iql, bc), cpu, "
+        "cuda or cuda:K (default: %(default)s)",
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -125,6 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         eval_freq=args.eval_freq,
         n_eval_episodes=args.eval_episodes,
         beside=args.beside,
+        device=args.device,
     )
     print(format_final(final_evaluation(run_dir)))
     print(f"run directory: {run_dir}")
@@ -179,7 +191,7 @@ def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--steps",
         type=int,
         default=None,
-        help="env steps per run, gradient steps for cpl/bc (default: each agent config's)",
+        help="env steps per run, gradient steps for cpl/p_iql/bc (default: each agent config's)",
     )
     p.add_argument(
         "--queries", type=int, default=None, help="query budget per run (default: each agent config's)"
@@ -213,6 +225,7 @@ def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
         "instead of stopping the sweep",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_argument(p)
     p.set_defaults(func=cmd_sweep)
     return p
 
@@ -252,6 +265,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         n_eval_episodes=args.eval_episodes,
         progress=False if args.no_progress else None,
         beside=args.beside,
+        device=args.device,
     )
     print(result.summary())
     for outcome in result.failed:
