@@ -8,6 +8,7 @@ Runs, one training at a time (finished runs are skipped); ``--env`` picks the en
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_cpl.py --env halfcheetah runs --seeds 0 1 2
     # 2. CPL gradient steps per second (no evaluation) at batch 96 pairs, official and the env's network
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_cpl.py --env halfcheetah timing --steps 40
+    #    (``timing --device cuda`` on a machine with a GPU writes timing_cuda.csv beside it)
     # 3. summary.csv, runs_final.csv, timing.csv, curves.png under results/cpl/<env>
     .venv/bin/python benchmarks/bench_cpl.py --env halfcheetah report
 
@@ -60,7 +61,8 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
 def cmd_timing(args: argparse.Namespace) -> None:
     """Gradient steps/s of CPL's ``learn`` (no evaluation), dataset already cached."""
-    from prefrl.agents import make_agent
+    from prefrl.agents import get_agent_class, make_agent
+    from prefrl.agents.base import resolve_device
     from prefrl.config import load_agent_config
     from prefrl.envs import load_env_spec
     from prefrl.raters import make_rater
@@ -76,18 +78,29 @@ def cmd_timing(args: argparse.Namespace) -> None:
         f"{ENV} yaml net, batch 96": {"offline": {"batch_size": 96}},
         f"{ENV} yaml settings": {},
     }
+    device = resolve_device(args.device, get_agent_class("cpl"))
     for label, overrides in settings.items():
         config = load_agent_config("cpl", ENV, overrides)
-        agent = make_agent("cpl", spec, config, rater=make_rater("regret", spec), seed=0)
+        agent = make_agent("cpl", spec, config, rater=make_rater("regret", spec), seed=0, device=device)
         agent.learn(2, 0)  # builds/loads the dataset, warms up
         start = time.perf_counter()
         agent.learn(args.steps, 0)  # reloads the cached dataset: measured separately below
         total = time.perf_counter() - start
         rate = agent._latest["train/grad_steps_per_s"]
-        rows.append({"setting": label, "grad_steps": args.steps, "grad_steps_per_s": rate, "learn_s": total})
-        print(f"{label}: {rate:.2f} grad steps/s ({total:.1f} s incl. dataset load)", flush=True)
+        rows.append(
+            {
+                "setting": label,
+                "device": device,
+                "grad_steps": args.steps,
+                "grad_steps_per_s": rate,
+                "learn_s": total,
+            }
+        )
+        print(f"{label} on {device}: {rate:.2f} grad steps/s ({total:.1f} s incl. dataset load)", flush=True)
     load = float(os.getloadavg()[0])
-    pd.DataFrame(rows).assign(load_avg_1min=load, torch_threads=1).to_csv(OUT / "timing.csv", index=False)
+    # one file per device, so a GPU measurement sits beside the CPU one
+    name = "timing.csv" if device == "cpu" else f"timing_{device.replace(':', '')}.csv"
+    pd.DataFrame(rows).assign(load_avg_1min=load, torch_threads=1).to_csv(OUT / name, index=False)
 
 
 def _dataset_score() -> tuple[float, float]:
@@ -194,6 +207,7 @@ def main() -> None:
     runs.set_defaults(func=cmd_runs)
     timing = sub.add_parser("timing")
     timing.add_argument("--steps", type=int, default=40)
+    timing.add_argument("--device", default="cpu", help="cpu, cuda, cuda:K or auto")
     timing.set_defaults(func=cmd_timing)
     report = sub.add_parser("report")
     report.set_defaults(func=cmd_report)
