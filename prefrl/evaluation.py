@@ -7,7 +7,7 @@
   ``progress.csv`` and TensorBoard.
 
 It scores any object with ``predict``, ``num_queries`` and ``metrics`` (:class:`Evaluated`) and imports no
-agent; :class:`prefrl.agents.on_policy.ProgressCallback` adapts the hook to SB3's callback API.
+agent; :class:`prefrl.agents.sb3_agent.ProgressCallback` adapts the hook to SB3's callback API.
 """
 
 from __future__ import annotations

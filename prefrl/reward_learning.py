@@ -61,6 +61,7 @@ __all__ = [
     "RewardModelConfig",
     "Selection",
     "check_configs",
+    "pearson_correlation",
 ]
 
 Selection = Literal[
@@ -186,6 +187,15 @@ def check_configs(feedback: FeedbackConfig, reward_model: RewardModelConfig) -> 
     """
     if "disagreement" in feedback.selection and reward_model.ensemble_size < 2:
         raise SpecError(f"feedback.selection '{feedback.selection}' needs reward_model.ensemble_size >= 2")
+
+
+def pearson_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two equally long arrays (flattened), e.g. a learned and the true reward per
+    step (the ``reward_corr`` diagnostic); NaN for fewer than two values or a constant side."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if a.size < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 class PreferenceRewardLearner:

@@ -39,9 +39,8 @@ Where prefrl follows HERON (public code, abukharin3/HERON) and where it differs:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -58,10 +57,6 @@ from prefrl.reward_learning import (
 )
 from prefrl.spec_utils import ConfigSection
 from prefrl.types import PreferenceBatch
-
-if TYPE_CHECKING:
-    from prefrl.envs import EnvSpec
-    from prefrl.raters.base import Rater
 
 logger = logging.getLogger(__name__)
 
@@ -187,18 +182,11 @@ class HeronAgent(RewardModelPPO):
     }
     learner_class: ClassVar[type[PreferenceRewardLearner]] = HeronRewardLearner
 
-    def __init__(
-        self,
-        env_spec: EnvSpec,
-        config: Mapping[str, Any],
-        rater: Rater | None = None,
-        seed: int = 0,
-        device: str = "cpu",
-    ) -> None:
-        self.heron: HeronConfig = HeronConfig.from_mapping(config.get("heron"), "heron")
-        if rater is not None and rater.name != "hierarchical":
-            logger.warning("heron is meant for the hierarchical rater, got '%s'", rater.name)
-        super().__init__(env_spec, config, rater, seed, device)
+    def read_config(self) -> None:
+        if self.rater is not None and self.rater.name != "hierarchical":
+            logger.warning("heron is meant for the hierarchical rater, got '%s'", self.rater.name)
+        super().read_config()
+        self.heron: HeronConfig = self.sections["heron"]  # type: ignore[assignment]
 
     @property
     def segment_length(self) -> int:

@@ -1,79 +1,46 @@
 """The SB3-SAC template every off-policy agent (sac, pebble) builds on.
 
-:class:`SACAgent` owns the SB3 training loop, as :class:`~prefrl.agents.on_policy.PPOAgent` does for PPO.
-Subclasses add their idea through small hooks instead of re-owning the loop:
+:class:`SACAgent` owns the SB3 training loop, as :class:`~prefrl.agents.on_policy.PPOAgent` does for PPO
+(both through their shared :class:`~prefrl.agents.sb3_agent.SB3Agent`). Subclasses add their idea through
+small hooks instead of re-owning the loop:
 
 * :meth:`SACAgent.wrap_env` - wrap the training VecEnv (a learned reward replaces the true one here);
 * :meth:`SACAgent.replay_buffer_class` / :meth:`SACAgent.replay_buffer_kwargs` - a custom replay buffer
   (e.g. one whose stored rewards are relabelled when the reward model changes);
 * :meth:`SACAgent.extra_callbacks` - SB3 callbacks run before the progress callback.
 
-Progress rows come from the PPO template's :class:`~prefrl.agents.on_policy.ProgressCallback`: SB3 calls
+Progress rows come from the PPO template's :class:`~prefrl.agents.sb3_agent.ProgressCallback`: SB3 calls
 SAC's rollout hooks around every ``train_freq`` env steps, so an evaluation at a rollout start scores the
 policy right after the gradient steps on the steps counted so far.
 
 **Saved policy.** :meth:`SACAgent.save` writes SB3's ``policy.zip`` (for SB3 users: ``SAC.load`` reads it)
 and the files prefrl reads back without unpickling: ``policy.pt`` (the actor's state dict; the critics
-never act), ``policy.json`` and, with ``normalize``, ``vecnormalize.json``, as the PPO template does.
+never act), ``policy.json`` and, with ``normalize``, ``vecnormalize.json``, as the PPO template does
+(:mod:`prefrl.agents.sb3_agent` writes and reads these files).
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import spaces
 from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.utils import set_random_seed
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import VecEnv
 
-from prefrl.agents.base import Agent, PredictFn, Schema
-from prefrl.agents.on_policy import (
-    POLICY_DESCRIPTION_FILE,
-    POLICY_WEIGHTS_FILE,
-    ProgressCallback,
-    _load_safe_policy,
-    _load_sb3_policy,
-    _save_policy,
-    linear_schedule,
-    parse_schedule,
-)
-from prefrl.envs import make_vec_env
-from prefrl.errors import ConfigError, RunDirError, SpecError
-from prefrl.evaluation import ProgressHook
-from prefrl.networks import sb3_policy_kwargs
+from prefrl.agents.base import Schema
+from prefrl.agents.sb3_agent import SB3Agent, linear_schedule, parse_schedule, sb3_config_keys
+from prefrl.errors import ConfigError, SpecError
 from prefrl.spec_utils import check_int, check_memory, check_range, check_type
-
-if TYPE_CHECKING:
-    from prefrl.envs import EnvSpec
-    from prefrl.raters.base import Rater
 
 __all__ = ["SAC_KEYS", "SAC_POLICY_KEYS", "SACAgent", "validate_sac"]
 
-# SB3 SAC constructor arguments owned by SACAgent (set from the run, the hooks or policy_kwargs);
-# action_noise is an object no YAML value can give
-_SAC_RESERVED = {
-    "self",
-    "policy",
-    "env",
-    "seed",
-    "device",
-    "verbose",
-    "tensorboard_log",
-    "policy_kwargs",
-    "replay_buffer_class",
-    "replay_buffer_kwargs",
-    "action_noise",
-    "_init_setup_model",
-}
-#: SB3 SAC constructor arguments a config's ``sac:`` section may set
-SAC_KEYS: tuple[str, ...] = tuple(
-    p for p in inspect.signature(SAC.__init__).parameters if p not in _SAC_RESERVED
+#: SB3 SAC constructor arguments a config's ``sac:`` section may set (the buffer comes from the hooks;
+#: action_noise is an object no YAML value can give)
+SAC_KEYS: tuple[str, ...] = sb3_config_keys(
+    SAC, reserved=("replay_buffer_class", "replay_buffer_kwargs", "action_noise")
 )
 #: SB3 SACPolicy arguments a config's ``policy_kwargs`` may set (``net_arch``: one list, actor and critics)
 SAC_POLICY_KEYS = (
@@ -215,7 +182,7 @@ def _replay_bytes(venv: VecEnv, buffer_size: int, optimize_memory_usage: bool) -
     return buffer_size * per_step
 
 
-class SACAgent(Agent):
+class SACAgent(SB3Agent):
     """SB3 SAC on the training VecEnv, with hooks for preference-based variants.
 
     Config keys (beyond the common ones): ``sac`` (SB3 SAC constructor kwargs; ``learning_rate`` also
@@ -226,9 +193,17 @@ class SACAgent(Agent):
     The training env stack is ``make_vec_env -> wrap_env -> VecNormalize`` (the normaliser is outermost so
     a learned reward sees raw observations). SB3 stores raw observations in the replay buffer and
     normalises sampled batches with the current statistics.
+
+    :meth:`save` writes ``policy.pt`` (the actor), ``policy.json`` and, with ``normalize``,
+    ``vecnormalize.json`` beside SB3's ``policy.zip``; :meth:`load_policy` reads them (the actor's mean
+    action), and a run without them (its policy had no safe description: only ``policy.zip``, read by
+    unpickling) with ``trust=True`` only.
     """
 
     name = "sac_template"
+    sb3_class = SAC
+    act_only = _SAC_ACT_ONLY
+    legacy_files = "its policy.zip"
     config_keys: ClassVar[Schema] = {"sac": SAC_KEYS, "normalize": None, "vec_env": None}
 
     @classmethod
@@ -238,27 +213,9 @@ class SACAgent(Agent):
         schema["policy_kwargs"] = SAC_POLICY_KEYS
         return schema
 
-    def __init__(
-        self,
-        env_spec: EnvSpec,
-        config: Mapping[str, Any],
-        rater: Rater | None = None,
-        seed: int = 0,
-        device: str = "cpu",
-    ) -> None:
-        super().__init__(env_spec, config, rater, seed, device)
-        where = f"agent '{self.name}' config"
-        validate_sac(self.config.get("sac") or {}, f"{where}: sac", int(self.config["n_envs"]))
-        _check_sac_policy_kwargs(self.config.get("policy_kwargs") or {}, f"{where}: policy_kwargs")
-        set_random_seed(seed)
-        self.venv: VecEnv = self._build_train_env()
-        self.model: SAC = self._build_model()
+    model: SAC
 
-    # ---- hooks for subclasses -------------------------------------------------------------------
-    def wrap_env(self, venv: VecEnv) -> VecEnv:
-        """Wrap the training VecEnv (before observation normalisation). Identity by default."""
-        return venv
-
+    # ---- hooks for subclasses (and SB3Agent's wrap_env, extra_callbacks) ------------------------
     def replay_buffer_class(self) -> type[ReplayBuffer] | None:
         """Replay buffer class for SB3 SAC; ``None`` = SB3's default (:class:`ReplayBuffer`)."""
         return None
@@ -267,40 +224,27 @@ class SACAgent(Agent):
         """Extra keyword arguments for the replay buffer."""
         return None
 
-    def extra_callbacks(self) -> list[BaseCallback]:
-        """SB3 callbacks run before the progress callback; called at the start of every :meth:`learn`."""
-        return []
-
     # ---- construction ---------------------------------------------------------------------------
-    def _build_train_env(self) -> VecEnv:
-        vec_env_name = self.config.get("vec_env", "dummy")
-        vec_env_classes = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
-        if vec_env_name not in vec_env_classes:
-            raise SpecError(f"vec_env: expected 'dummy' or 'subproc', got {vec_env_name!r}")
-        venv = make_vec_env(
-            self.env_spec,
-            n_envs=int(self.config["n_envs"]),
-            seed=self.seed,
-            vec_env_cls=vec_env_classes[vec_env_name],
-        )
+    def read_config(self) -> None:
+        where = f"agent '{self.name}' config"
+        validate_sac(self.config.get("sac") or {}, f"{where}: sac", int(self.config["n_envs"]))
+        _check_sac_policy_kwargs(self.config.get("policy_kwargs") or {}, f"{where}: policy_kwargs")
+
+    def check_train_env(self, venv: VecEnv) -> None:
         if not isinstance(venv.action_space, spaces.Box):
             venv.close()
             raise SpecError(
                 f"agent '{self.name}': SAC needs a continuous (Box) action space; env "
                 f"'{self.env_spec.name}' has {venv.action_space}"
             )
-        venv = self.wrap_env(venv)
-        normalize = self.config.get("normalize", False)
-        if normalize:
-            norm_kwargs = dict(normalize) if isinstance(normalize, Mapping) else {}
-            if norm_kwargs.get("norm_reward"):
-                venv.close()
-                # the reward scale sets SAC's trade-off against its entropy target: it stays the env's
-                raise ConfigError(
-                    f"agent '{self.name}' config: normalize.norm_reward: SAC normalises observations only"
-                )
-            venv = VecNormalize(venv, **{**norm_kwargs, "norm_reward": False})
-        return venv
+
+    def vec_normalize_kwargs(self, options: dict[str, Any]) -> dict[str, Any]:
+        if options.get("norm_reward"):
+            # the reward scale sets SAC's trade-off against its entropy target: it stays the env's
+            raise ConfigError(
+                f"agent '{self.name}' config: normalize.norm_reward: SAC normalises observations only"
+            )
+        return {**options, "norm_reward": False}
 
     def _build_model(self) -> SAC:
         sac_kwargs = dict(self.config.get("sac") or {})
@@ -313,63 +257,9 @@ class SACAgent(Agent):
             _replay_bytes(self.venv, buffer_size, bool(sac_kwargs.get("optimize_memory_usage", False))),
             f"sac.buffer_size {buffer_size}",
         )
-        return SAC(
-            "MlpPolicy",
-            self.venv,
-            policy_kwargs=sb3_policy_kwargs(self.config.get("policy_kwargs", {})),
+        return self._sb3_model(
+            SAC,
             replay_buffer_class=self.replay_buffer_class(),
             replay_buffer_kwargs=self.replay_buffer_kwargs(),
-            seed=self.seed,
-            device=self.device,
-            verbose=0,
             **sac_kwargs,
         )
-
-    # ---- Agent API --------------------------------------------------------------------------------
-    def learn(self, total_steps: int, query_budget: int, callback: ProgressHook | None = None) -> None:
-        self.total_steps = int(total_steps)
-        self.query_budget = int(query_budget)
-        callbacks = list(self.extra_callbacks())
-        if callback is not None:
-            callback.attach_sb3_logger(self.model)
-            callbacks.append(ProgressCallback(callback, self))
-        self.model.learn(self.total_steps, callback=CallbackList(callbacks), progress_bar=self.progress_bar)
-
-    def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
-        if isinstance(self.venv, VecNormalize):
-            # training statistics, never fresh ones: evaluation must see what the policy was trained on
-            obs = self.venv.normalize_obs(obs)
-        action, _ = self.model.predict(obs, deterministic=deterministic)
-        return action
-
-    def save(self, path: str | Path) -> None:
-        """SB3's ``policy.zip`` at ``path`` (for SB3 users) and, beside it, the files prefrl reads back
-        without unpickling: ``policy.pt`` (the actor), ``policy.json`` and, with ``normalize``,
-        ``vecnormalize.json``."""
-        _save_policy(self.model, self.venv, Path(path))
-
-    @classmethod
-    def load_policy(cls, run_dir: str | Path, trust: bool = False) -> PredictFn:
-        """The saved deterministic policy (the actor's mean action), normalising observations with the
-        saved statistics.
-
-        Reads ``policy.pt`` (``torch.load(weights_only=True)``), ``policy.json`` and ``vecnormalize.json``:
-        nothing from the run directory can run code. A run without them (its policy had no safe
-        description) has only SB3's ``policy.zip``, whose loader unpickles.
-
-        :param trust: read such a run through SB3's loader anyway (only for folders you trust).
-        :raises RunDirError: missing, damaged or inconsistent files, or only ``policy.zip`` without ``trust``
-        """
-        run_dir = Path(run_dir)
-        if (run_dir / POLICY_WEIGHTS_FILE).is_file() or (run_dir / POLICY_DESCRIPTION_FILE).is_file():
-            return _load_safe_policy(run_dir)
-        if not trust:
-            raise RunDirError(
-                f"{run_dir} has no {POLICY_WEIGHTS_FILE}: its policy.zip can only be read by unpickling, "
-                "which can run code from a crafted file; if you trust this folder, load it with --trust "
-                "(trust=True)"
-            )
-        return _load_sb3_policy(run_dir, SAC, _SAC_ACT_ONLY)
-
-    def close(self) -> None:
-        self.venv.close()

@@ -43,9 +43,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -57,23 +55,17 @@ from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from prefrl.agents.learned_reward import LearnedRewardAgent
 from prefrl.agents.off_policy import SACAgent
 from prefrl.agents.registry import register_agent
 from prefrl.errors import ConfigError
-from prefrl.reward_learning import (
-    FeedbackConfig,
-    PreferenceRewardLearner,
-    RewardModelConfig,
-    check_configs,
-)
-from prefrl.reward_model import RewardEnsemble, reward_features
+from prefrl.reward_learning import FeedbackConfig, RewardModelConfig, pearson_correlation
+from prefrl.reward_model import reward_features
 from prefrl.rollout import LearnedRewardVecEnvWrapper, TrajectoryRecorder
 from prefrl.spec_utils import ConfigSection
 
 if TYPE_CHECKING:
-    from prefrl.envs import EnvSpec
     from prefrl.evaluation import ProgressHook
-    from prefrl.raters.base import Rater
 
 __all__ = ["PEBBLEAgent", "PEBBLEConfig", "PEBBLEReplayBuffer", "knn_state_entropy", "query_point_steps"]
 
@@ -247,7 +239,7 @@ class _QueryPointCallback(BaseCallback):
 
 
 @register_agent
-class PEBBLEAgent(SACAgent):
+class PEBBLEAgent(LearnedRewardAgent, SACAgent):
     """SAC on a Bradley-Terry reward ensemble fitted to rater labels, with a relabelled replay buffer and
     k-NN state-entropy pre-training (PEBBLE, Lee et al. 2021).
 
@@ -255,7 +247,8 @@ class PEBBLEAgent(SACAgent):
     (:class:`~prefrl.reward_learning.FeedbackConfig`), ``reward_model``
     (:class:`~prefrl.reward_learning.RewardModelConfig`) and ``pebble`` (:class:`PEBBLEConfig`). The
     reward learning is a :class:`~prefrl.reward_learning.PreferenceRewardLearner` (:attr:`learner`)
-    asked at the query points (see the module docstring).
+    asked at the query points (see the module docstring); what every agent with such a learner shares is
+    :class:`~prefrl.agents.learned_reward.LearnedRewardAgent`'s.
     """
 
     name = "pebble"
@@ -268,37 +261,20 @@ class PEBBLEAgent(SACAgent):
         "reward_model": RewardModelConfig,
         "pebble": PEBBLEConfig,
     }
-    #: the reward learner built in :meth:`wrap_env`
-    learner_class: ClassVar[type[PreferenceRewardLearner]] = PreferenceRewardLearner
 
-    def __init__(
-        self,
-        env_spec: EnvSpec,
-        config: Mapping[str, Any],
-        rater: Rater | None = None,
-        seed: int = 0,
-        device: str = "cpu",
-    ) -> None:
-        sections = self.parse_sections(config)
-        self.feedback: FeedbackConfig = sections["feedback"]  # type: ignore[assignment]
-        self.rm_config: RewardModelConfig = sections["reward_model"]  # type: ignore[assignment]
-        self.options: PEBBLEConfig = sections["pebble"]  # type: ignore[assignment]
-        check_configs(self.feedback, self.rm_config)  # before any env is built
-        super().__init__(env_spec, config, rater, seed, device)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         #: env steps of the query points of the current :meth:`learn`
         self.query_steps = np.zeros(0, dtype=np.int64)
         #: the last query point passed (-1: none yet)
         self.query_index = -1
-        self.reward_corr = float("nan")
         #: cumulative seconds spent relabelling the replay buffer, and the relabels done
         self.relabel_s = 0.0
         self.num_relabels = 0
 
-    @property
-    def segment_length(self) -> int:
-        """Steps per queried segment ``H``."""
-        h = self.feedback.segment_length
-        return self.env_spec.segment_length if h is None else h
+    def read_config(self) -> None:
+        super().read_config()
+        self.options: PEBBLEConfig = self.sections["pebble"]  # type: ignore[assignment]
 
     @property
     def replay_buffer(self) -> PEBBLEReplayBuffer:
@@ -306,25 +282,10 @@ class PEBBLEAgent(SACAgent):
         assert isinstance(buffer, PEBBLEReplayBuffer)
         return buffer
 
-    @property
-    def reward_model(self) -> RewardEnsemble:
-        return self.learner.reward_model
-
     # ---- SACAgent hooks ---------------------------------------------------------------------------
     def wrap_env(self, venv: VecEnv) -> VecEnv:
         """``base envs -> TrajectoryRecorder -> LearnedRewardVecEnvWrapper`` (eager, raw ensemble mean)."""
-        assert self.rater is not None  # requires_rater: Agent.__init__ refuses to build one without
-        self.learner = self.learner_class(
-            self.feedback,
-            self.rm_config,
-            obs_dim=int(np.prod(venv.observation_space.shape)),
-            act_dim=int(np.prod(venv.action_space.shape)),
-            num_factors=self.env_spec.num_factors,
-            rater=self.rater,
-            seed=self.seed,
-            rng=self.rng,
-            device=self.device,
-        )
+        self.learner = self.make_learner(venv)
         self.recorder = TrajectoryRecorder(venv, self.segment_length)
         # the log holds the steps since the last query point (for reward_corr); bounded by the interval
         log_capacity = max(1, math.ceil(self.options.query_interval / venv.num_envs))
@@ -345,11 +306,7 @@ class PEBBLEAgent(SACAgent):
 
     # ---- training ---------------------------------------------------------------------------------
     def learn(self, total_steps: int, query_budget: int, callback: ProgressHook | None = None) -> None:
-        if query_budget <= 0:
-            raise ConfigError(
-                f"agent '{self.name}' learns its reward from preference queries: the query budget must be "
-                f"> 0, got {query_budget}"
-            )
+        self.check_query_budget(query_budget)
         first = int(self.model.learning_starts) + self.options.unsup_steps
         self.query_steps = query_point_steps(first, self.options.query_interval, int(total_steps))
         self.learner.plan(int(query_budget), self.query_steps)
@@ -384,7 +341,8 @@ class PEBBLEAgent(SACAgent):
         log = self.reward_env.rollout_log()
         self.reward_env.clear_log()
         if log.features.shape[0]:
-            self.reward_corr = _pearson(self.reward_model.predict_mean(log.features), log.true_rewards)
+            learned = self.reward_model.predict_mean(log.features)
+            self.reward_corr = pearson_correlation(learned, log.true_rewards)
         if first and self.options.unsup_steps > 0 and self.options.reset_critic_after_unsup:
             self.reset_critic()
             if self.options.reset_update and self.replay_buffer.num_stored:
@@ -426,44 +384,6 @@ class PEBBLEAgent(SACAgent):
         target.load_state_dict(critic.state_dict())
         critic.optimizer.state.clear()
 
-    # ---- query accounting and reporting -----------------------------------------------------------
-    @property
-    def num_queries(self) -> int:
-        """Queries counted against the budget (``feedback.budget``: asked or answered)."""
-        return self.learner.num_queries
-
-    @property
-    def queries_asked(self) -> int:
-        return self.learner.queries_asked
-
-    @property
-    def queries_answered(self) -> int:
-        return self.learner.queries_answered
-
+    # ---- reporting --------------------------------------------------------------------------------
     def metrics(self) -> dict[str, float]:
-        return {
-            **self.learner.metrics(),
-            "reward_corr": self.reward_corr,
-            "rm_relabel_s": self.relabel_s,
-            "rm_relabels": float(self.num_relabels),
-        }
-
-    def save(self, path: str | Path) -> None:
-        """The policy (see :meth:`SACAgent.save`) and, next to it, the reward model as a loadable artefact
-        (``reward_model.pt`` + ``reward_model.json``, see :mod:`prefrl.reward_artifact`)."""
-        super().save(path)
-        self.learner.save(
-            Path(path).parent,
-            env_spec=self.env_spec,
-            observation_space=self.reward_env.observation_space,
-            action_space=self.reward_env.action_space,
-            normalization=self.reward_env.normalization_state(),
-            agent=self.name,
-        )
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    if a.size < 2 or a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
+        return {**super().metrics(), "rm_relabel_s": self.relabel_s, "rm_relabels": float(self.num_relabels)}

@@ -54,16 +54,15 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.vec_env import VecEnv
 
+from prefrl.agents.learned_reward import LearnedRewardAgent
 from prefrl.agents.on_policy import PPOAgent
 from prefrl.agents.registry import register_agent
-from prefrl.errors import SpecError
 from prefrl.feedback import QueryCounter, QueryPool
 from prefrl.feedback import Schedule as Schedule  # re-exported, with the config names below
 
@@ -71,11 +70,11 @@ from prefrl.feedback import Schedule as Schedule  # re-exported, with the config
 # redundant aliases re-export them for code that imports them from here
 from prefrl.reward_learning import SELECTIONS as SELECTIONS
 from prefrl.reward_learning import FeedbackConfig as FeedbackConfig
-from prefrl.reward_learning import PreferenceRewardLearner, check_configs
 from prefrl.reward_learning import RewardInputs as RewardInputs
 from prefrl.reward_learning import RewardModelConfig as RewardModelConfig
 from prefrl.reward_learning import Selection as Selection
-from prefrl.reward_model import RewardEnsemble, RewardModelTrainer
+from prefrl.reward_learning import pearson_correlation
+from prefrl.reward_model import RewardModelTrainer
 from prefrl.rollout import LearnedRewardVecEnvWrapper, RelabelRolloutBuffer, TrajectoryRecorder
 from prefrl.spec_utils import ConfigSection
 from prefrl.types import PreferenceBatch, SegmentBatch
@@ -89,17 +88,18 @@ logger = logging.getLogger(__name__)
 
 
 @register_agent
-class RewardModelPPO(PPOAgent):
+class RewardModelPPO(LearnedRewardAgent, PPOAgent):
     """PPO on a Bradley-Terry reward-model ensemble refitted from rater queries on a schedule.
 
     Config sections (beyond :class:`~prefrl.agents.on_policy.PPOAgent`'s): ``feedback``
     (:class:`~prefrl.reward_learning.FeedbackConfig`) and ``reward_model``
     (:class:`~prefrl.reward_learning.RewardModelConfig`). The reward learning (schedule, unique pairs,
     selection, counters, ensemble, refits) is a :class:`~prefrl.reward_learning.PreferenceRewardLearner`
-    (:attr:`learner`, of :attr:`learner_class`) asked at the end of every rollout; this class adds PPO's
-    side: recording, the deferred reward wrapper and relabelling the finished rollout. With observation
-    normalisation (``normalize``), the reward normalisation of ``VecNormalize`` is switched off: the
-    learned reward is already normalised by the reward wrapper.
+    (:attr:`learner`, of :attr:`learner_class`) asked at the end of every rollout; what every agent with
+    such a learner shares is :class:`~prefrl.agents.learned_reward.LearnedRewardAgent`'s, and this class
+    adds PPO's side: recording, the deferred reward wrapper and relabelling the finished rollout. With
+    observation normalisation (``normalize``), the reward normalisation of ``VecNormalize`` is switched
+    off: the learned reward is already normalised by the reward wrapper.
     """
 
     name = "rm_ppo"
@@ -109,8 +109,6 @@ class RewardModelPPO(PPOAgent):
         "feedback": FeedbackConfig,
         "reward_model": RewardModelConfig,
     }
-    #: the reward learner built in :meth:`wrap_env` (a subclass changes what is compared by its own)
-    learner_class: ClassVar[type[PreferenceRewardLearner]] = PreferenceRewardLearner
 
     def __init__(
         self,
@@ -120,20 +118,6 @@ class RewardModelPPO(PPOAgent):
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
-        config = dict(config)
-        sections = self.parse_sections(config)
-        self.feedback: FeedbackConfig = sections["feedback"]  # type: ignore[assignment]
-        self.rm_config: RewardModelConfig = sections["reward_model"]  # type: ignore[assignment]
-        # before any env is built
-        check_configs(self.feedback, self.rm_config)
-        normalize = config.get("normalize", False)
-        if normalize:
-            # the learned reward is normalised by the wrapper; VecNormalize must not rescale it again
-            # (relabelling a rollout assumes the buffer holds the wrapper's rewards)
-            config["normalize"] = {
-                **(dict(normalize) if isinstance(normalize, Mapping) else {}),
-                "norm_reward": False,
-            }
         super().__init__(env_spec, config, rater, seed, device)
         assert self.model.rollout_buffer is not None
         buffer = self.model.rollout_buffer
@@ -144,34 +128,11 @@ class RewardModelPPO(PPOAgent):
         self._rollout = 0
         #: the reward-model version whose outputs the reward normaliser's statistics describe
         self._normalized_version = -1
-        self.reward_corr = float("nan")
-
-    @property
-    def segment_length(self) -> int:
-        """Steps per queried segment ``H``."""
-        h = self.feedback.segment_length
-        return self.env_spec.segment_length if h is None else h
 
     # ---- PPOAgent hooks ---------------------------------------------------------------------------
-    def learner_kwargs(self) -> dict[str, Any]:
-        """Extra keyword arguments of :attr:`learner_class` (none for rm_ppo)."""
-        return {}
-
     def wrap_env(self, venv: VecEnv) -> VecEnv:
         """``base envs -> TrajectoryRecorder -> LearnedRewardVecEnvWrapper`` (+ normalisation above)."""
-        assert self.rater is not None  # requires_rater: Agent.__init__ refuses to build one without
-        self.learner = self.learner_class(
-            self.feedback,
-            self.rm_config,
-            obs_dim=int(np.prod(venv.observation_space.shape)),
-            act_dim=int(np.prod(venv.action_space.shape)),
-            num_factors=self.env_spec.num_factors,
-            rater=self.rater,
-            seed=self.seed,
-            rng=self.rng,  # one stream with the agent's: the same draws as before the learner existed
-            device=self.device,
-            **self.learner_kwargs(),
-        )
+        self.learner = self.make_learner(venv)
         self.recorder = TrajectoryRecorder(venv, self.segment_length)
         # rewards are set for the whole rollout at its end (relabel hook): no per-step predictions
         self.reward_env = LearnedRewardVecEnvWrapper(self.recorder, self.reward_model, deferred=True)
@@ -185,11 +146,12 @@ class RewardModelPPO(PPOAgent):
         # of the reward, so the bootstrap term is kept
         return {"keep_bootstrap": True}
 
-    # ---- the learner's parts, as before it was one ------------------------------------------------
-    @property
-    def reward_model(self) -> RewardEnsemble:
-        return self.learner.reward_model
+    def vec_normalize_kwargs(self, options: dict[str, Any]) -> dict[str, Any]:
+        # the learned reward is normalised by the wrapper; VecNormalize must not rescale it again
+        # (relabelling a rollout assumes the buffer holds the wrapper's rewards)
+        return {**super().vec_normalize_kwargs(options), "norm_reward": False}
 
+    # ---- the learner's parts, as before it was one ------------------------------------------------
     @property
     def trainer(self) -> RewardModelTrainer:
         return self.learner.trainer
@@ -208,31 +170,13 @@ class RewardModelPPO(PPOAgent):
 
     # ---- training ---------------------------------------------------------------------------------
     def learn(self, total_steps: int, query_budget: int, callback: ProgressHook | None = None) -> None:
-        if query_budget <= 0:
-            raise SpecError(
-                f"agent '{self.name}' learns its reward from preference queries: the query budget must be "
-                f"> 0, got {query_budget}"
-            )
+        self.check_query_budget(query_budget)
         rollout_size = int(self.model.n_steps) * self.venv.num_envs
         num_rollouts = max(1, math.ceil(int(total_steps) / rollout_size))
         self.learner.plan(int(query_budget), rollout_size * np.arange(1, num_rollouts + 1))
         self._rollout = 0
         self.reward_env.clear_log()
         super().learn(total_steps, query_budget, callback)
-
-    # ---- query accounting -------------------------------------------------------------------------
-    @property
-    def num_queries(self) -> int:
-        """Queries counted against the budget (``feedback.budget``: asked or answered)."""
-        return self.learner.num_queries
-
-    @property
-    def queries_asked(self) -> int:
-        return self.learner.queries_asked
-
-    @property
-    def queries_answered(self) -> int:
-        return self.learner.queries_answered
 
     def _on_rollout_complete(self, buffer: RelabelRolloutBuffer) -> np.ndarray:
         """Relabel hook: query, refit and return the change of the rollout's rewards, ``[T, n_envs]``."""
@@ -253,7 +197,7 @@ class RewardModelPPO(PPOAgent):
             self.learner.refit(self.model.num_timesteps, self._rollout)
         self._rollout += 1
         learned = self.reward_model.predict_mean(log.features)  # [T, n_envs]
-        self.reward_corr = _pearson(learned, log.true_rewards)
+        self.reward_corr = pearson_correlation(learned, log.true_rewards)
         if before is None:
             rewards, version = learned, self.reward_model.version
         else:
@@ -274,27 +218,3 @@ class RewardModelPPO(PPOAgent):
     def select_pairs(self, segments: SegmentBatch, candidates: np.ndarray, quota: int) -> np.ndarray:
         """Indices of the ``quota`` candidates to ask (:meth:`PreferenceRewardLearner.select_pairs`)."""
         return self.learner.select_pairs(segments, candidates, quota)
-
-    # ---- reporting --------------------------------------------------------------------------------
-    def metrics(self) -> dict[str, float]:
-        return {**self.learner.metrics(), "reward_corr": self.reward_corr}
-
-    def save(self, path: str | Path) -> None:
-        """The policy (``policy.zip``) and, next to it, the reward model as a loadable artefact
-        (``reward_model.pt`` + ``reward_model.json``, see :mod:`prefrl.reward_artifact`)."""
-        super().save(path)
-        self.learner.save(
-            Path(path).parent,
-            env_spec=self.env_spec,
-            observation_space=self.reward_env.observation_space,
-            action_space=self.reward_env.action_space,
-            normalization=self.reward_env.normalization_state(),
-            agent=self.name,
-        )
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    if a.size < 2 or a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])

@@ -1,23 +1,28 @@
-"""Agent registry, PPOAgent hooks, and agent config loading (agents/*.yaml)."""
+"""Agent registry, PPOAgent hooks, what the SB3 templates share, and agent config loading (agents/*.yaml)."""
 
 from __future__ import annotations
 
+import inspect
 from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
+from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecNormalize
 
 from prefrl.agents import Agent, PPOAgent, get_agent_class, list_agents, make_agent, register_agent
 from prefrl.agents.base import COMMON_DEFAULTS, Schema
+from prefrl.agents.off_policy import SAC_KEYS
 from prefrl.agents.on_policy import PPO_KEYS, parse_schedule
+from prefrl.agents.sb3_agent import sb3_config_keys
 from prefrl.config import load_agent_config
 from prefrl.envs import list_env_specs, load_env_spec
 from prefrl.errors import SpecError
 from prefrl.networks import sb3_policy_kwargs as build_policy_kwargs
+from prefrl.raters import make_rater
 
 TINY = {
     "n_envs": 2,
@@ -250,6 +255,47 @@ def test_normalize_uses_training_statistics(pendulum, tmp_path):
     assert (tmp_path / "policy.zip").is_file() and (tmp_path / "vecnormalize.json").is_file()
     assert (tmp_path / "policy.pt").is_file() and not (tmp_path / "vecnormalize.pkl").exists()
     agent.close()
+
+
+# ---- SB3Agent: what the PPO and SAC templates share ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("algorithm", "keys", "reserved"),
+    [
+        (PPO, PPO_KEYS, ("rollout_buffer_class", "rollout_buffer_kwargs")),
+        (SAC, SAC_KEYS, ("replay_buffer_class", "replay_buffer_kwargs", "action_noise")),
+    ],
+)
+def test_config_keys_leave_out_what_the_template_sets(algorithm, keys, reserved):
+    parameters = list(inspect.signature(algorithm.__init__).parameters)
+    assert list(keys) == [p for p in parameters if p in keys]  # the signature's order
+    assert {"learning_rate", "gamma", "batch_size"} <= set(keys)
+    assert not {"self", "policy", "env", "seed", "device", "verbose", "policy_kwargs", *reserved} & set(keys)
+    assert sb3_config_keys(algorithm, reserved) == keys
+
+
+@pytest.mark.parametrize(
+    ("agent", "rater", "normalize", "norm_reward", "gamma"),
+    [
+        ("ppo", None, True, True, "ppo"),  # returns normalised with PPO's discount
+        ("ppo", None, {"gamma": 0.5, "norm_obs": False}, True, 0.5),
+        ("rm_ppo", "partial_return", True, False, "ppo"),  # the reward wrapper normalises the reward
+        ("sac", None, True, False, 0.99),  # SAC normalises observations only
+    ],
+)
+def test_normaliser_settings_per_template(pendulum, agent, rater, normalize, norm_reward, gamma):
+    overrides = {"n_envs": 2, "normalize": normalize, "sac": {"buffer_size": 500}} if agent == "sac" else {
+        **TINY, "normalize": normalize,
+    }  # fmt: skip
+    config = load_agent_config(agent, "pendulum", overrides)
+    built = make_agent(agent, pendulum, config, rater=rater and make_rater(rater, pendulum), seed=0)
+    try:
+        assert isinstance(built.venv, VecNormalize)
+        assert built.venv.norm_reward is norm_reward
+        assert built.venv.norm_obs is (normalize is True or normalize.get("norm_obs", True))
+        expected = config["ppo"].get("gamma", 0.99) if gamma == "ppo" else gamma
+        assert built.venv.gamma == pytest.approx(expected)
+    finally:
+        built.close()
 
 
 def test_agent_is_abstract(pendulum):
