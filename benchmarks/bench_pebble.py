@@ -9,7 +9,7 @@ Part ``pendulum`` (through :func:`prefrl.sweep.run_sweep`: resumable, finished r
 5 seeds each, the noise-free ``partial_return`` rater, evaluated every 2k env steps (rm_ppo: 10k) on 10
 episodes. Writes ``<results>/pendulum.csv`` and ``pendulum.md``: the normalised score at 10k, 20k and 30k
 env steps for pebble and sac and at 100k for rm_ppo; median, and IQM and mean with 95% stratified-bootstrap
-CIs over seeds (:func:`prefrl.analysis.summary_with_ci`, 2,000 resamples), queries and wall time::
+CIs over seeds (:func:`prefrl.analysis.final_score_summary`, 2,000 resamples), queries and wall time::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_pebble.py pendulum --jobs 2
 
@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from prefrl.analysis import load_runs, summary_with_ci
+from prefrl.analysis import final_score_summary, load_runs
 from prefrl.sweep import run_sweep
 
 RATER = "partial_return"
@@ -122,24 +122,12 @@ def pendulum(args: argparse.Namespace) -> None:
 
 def score_row(cell: Cell, table: pd.DataFrame, step: int) -> dict:
     """Median, IQM and mean (95% CIs) over seeds of each run's last evaluation at or before ``step``."""
-    last = table.sort_values("env_steps").groupby("seed").tail(1)
-    summary = summary_with_ci(table, reps=2000, seed=0).iloc[0]
     return {
         "cell": cell.name,
         "agent": cell.agent,
         "queries_budget": cell.queries,
         "env_steps": step,
-        "seeds": int(summary["seeds"]),
-        "median": last["normalised_score"].median(),
-        "min": last["normalised_score"].min(),
-        "iqm": summary["iqm"],
-        "iqm_low": summary["iqm_low"],
-        "iqm_high": summary["iqm_high"],
-        "mean": summary["mean"],
-        "mean_low": summary["mean_low"],
-        "mean_high": summary["mean_high"],
-        "queries_asked": last["queries_asked"].mean(),
-        "wall_s": last["wall_s"].mean(),
+        **final_score_summary(table),
     }
 
 

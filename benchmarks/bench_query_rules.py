@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from prefrl.analysis import load_runs, summary_with_ci
+from prefrl.analysis import final_score_summary, load_runs
 from prefrl.sweep import run_sweep
 
 SCHEDULES = ("christiano", "hyperbolic", "constant", "linear", "front_loaded")
@@ -67,25 +67,7 @@ def main() -> None:
         table = load_runs(args.runs / f"{schedule}-{selection}", only_done=True)
         if table.empty:
             continue
-        last = table.sort_values("env_steps").groupby("seed").tail(1)
-        summary = summary_with_ci(table, reps=2000, seed=0).iloc[0]
-        rows.append(
-            {
-                "schedule": schedule,
-                "selection": selection,
-                "seeds": int(summary["seeds"]),
-                "median": last["normalised_score"].median(),
-                "min": last["normalised_score"].min(),
-                "iqm": summary["iqm"],
-                "iqm_low": summary["iqm_low"],
-                "iqm_high": summary["iqm_high"],
-                "mean": summary["mean"],
-                "mean_low": summary["mean_low"],
-                "mean_high": summary["mean_high"],
-                "queries_asked": last["queries_asked"].mean(),
-                "queries_answered": last["queries_answered"].mean(),
-            }
-        )
+        rows.append({"schedule": schedule, "selection": selection, **final_score_summary(table)})
     out = pd.DataFrame(rows).round(2)
     args.results.mkdir(parents=True, exist_ok=True)
     out.to_csv(args.results / "query_rules.csv", index=False)

@@ -54,6 +54,7 @@ __all__ = [
     "algorithm_label",
     "bootstrap_ci",
     "final_evaluation",
+    "final_score_summary",
     "final_scores",
     "find_run_dirs",
     "has_normalised_scores",
@@ -680,6 +681,29 @@ def summary_with_ci(table: pd.DataFrame, reps: int = 2000, seed: int = 0) -> pd.
         row["unbudgeted"] = bool("unbudgeted" in runs and (runs["unbudgeted"] == 1).any())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def final_score_summary(table: pd.DataFrame, reps: int = 2000, seed: int = 0) -> dict[str, float]:
+    """One cell's runs (one env, agent and rater) summarised for a benchmark table.
+
+    ``seeds``, the final normalised score's ``median`` and ``min``, its IQM and mean with 95% bootstrap CIs
+    (``iqm_low`` ... ``mean_high``, :func:`summary_with_ci`), and the mean ``queries_asked`` /
+    ``queries_answered`` / ``wall_s`` of the runs' last rows (NaN where a column is absent).
+
+    :raises ValueError: the table holds more than one (env, agent, rater) cell, or none
+    """
+    summary = summary_with_ci(table, reps=reps, seed=seed)
+    if len(summary) != 1:
+        raise ValueError(f"expected the runs of one (env, agent, rater) cell, got {len(summary)} cells")
+    row = summary.iloc[0]
+    last = final_scores(table)
+    scores = last[row["metric"]]
+    result = {"seeds": int(row["seeds"]), "median": float(scores.median()), "min": float(scores.min())}
+    for key in ("iqm", "iqm_low", "iqm_high", "mean", "mean_low", "mean_high"):
+        result[key] = float(row.get(key, np.nan))
+    for key in ("queries_asked", "queries_answered", "wall_s"):
+        result[key] = float(last[key].mean()) if key in last else float("nan")
+    return result
 
 
 def rater_agreement(

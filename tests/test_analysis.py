@@ -157,6 +157,18 @@ def test_summary_with_ci(table):
     assert row["env_steps"] == 1000 and row["queries"] == 0
 
 
+def test_final_score_summary_of_one_cell(table):
+    cell = table[(table["env"] == "env_a") & (table["agent"] == "ppo")]
+    summary = analysis.final_score_summary(cell, reps=200)
+    finals = np.array([900, 910, 920, 930]) / 10.0
+    assert summary["seeds"] == 4 and summary["median"] == pytest.approx(np.median(finals))
+    assert summary["min"] == pytest.approx(finals.min())
+    assert summary["iqm"] == pytest.approx(metrics.aggregate_iqm(finals[:, None]))
+    assert summary["iqm_low"] <= summary["iqm"] <= summary["iqm_high"]
+    with pytest.raises(ValueError, match="one \\(env, agent, rater\\) cell, got 8"):
+        analysis.final_score_summary(table, reps=10)
+
+
 def test_rater_agreement_matrix():
     raters = ["partial_return", "mistake:eps=0.3"]
     matrix = analysis.rater_agreement("pendulum", raters, num_pairs=500, num_segments=100)
