@@ -14,7 +14,10 @@ run: wall time, per-step time, ratio to the same seed's ppo) and prints the medi
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_overhead.py --env halfcheetah --steps 200000 \\
         --queries 1400 --seeds 0 1 2
 
-Finished runs are skipped (``--runs``), so an interrupted benchmark resumes; its ratios then mix loads.
+An untimed short run of every agent comes first (one-time costs of the process). ``--set KEY=VALUE``
+overrides rm_ppo's and heron's configs (e.g. ``reward_model.refit_interval=0``: refit after every rollout;
+use other ``--runs`` and ``--results``). Finished runs are skipped (``--runs``), so an interrupted benchmark
+resumes; its ratios then mix loads.
 Beside the wall time, each run's process CPU time is recorded (``cpu_s``; everything runs in this one
 process on one thread): on a shared machine whose load changes during the benchmark, the CPU-time ratio
 still compares the work done per env step, where the wall-time ratio also measures the neighbours.
@@ -25,15 +28,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from prefrl.config import load_agent_config
+from prefrl.config import load_agent_config, parse_overrides
 from prefrl.envs import load_env_spec
 from prefrl.experiment import run_experiment
+from prefrl.spec_utils import deep_update
 
 #: agent -> rater spec
 RATERS = {"ppo": None, "rm_ppo": "partial_return", "heron": "hierarchical", "spo": "partial_return"}
@@ -64,10 +69,34 @@ def main() -> None:
     parser.add_argument("--agents", nargs="+", default=list(RATERS), choices=list(RATERS))
     parser.add_argument("--runs", type=Path, default=Path("runs/bench_overhead"))
     parser.add_argument("--results", type=Path, default=Path("results/overhead"))
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override of rm_ppo and heron (e.g. reward_model.refit_interval=0), repeatable",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     overrides = common_ppo_settings(args.env)
+    learner_overrides = parse_overrides(args.set)
+    # one short untimed run of every agent first: the process's one-time costs (imports on first use,
+    # lazily built kernels) would otherwise land on whichever run comes first
+    with tempfile.TemporaryDirectory() as warmup:
+        for agent in args.agents:
+            run_experiment(
+                args.env,
+                agent,
+                RATERS[agent],
+                seed=0,
+                steps=2 * int(overrides["ppo"]["n_steps"]) * int(overrides["n_envs"]),
+                queries=0 if agent in ("ppo", "spo") else 20,
+                out=Path(warmup) / agent,
+                overrides=overrides,
+                n_eval_episodes=1,
+                progress_bar=False,
+            )
     rows = []
     for k, seed in enumerate(args.seeds):
         order = args.agents[k % len(args.agents) :] + args.agents[: k % len(args.agents)]
@@ -83,7 +112,9 @@ def main() -> None:
                 # spo: no cap (every comparison of its rollouts), its most expensive setting
                 queries=0 if agent in ("ppo", "spo") else args.queries,
                 out=out,
-                overrides=overrides,
+                overrides=deep_update(overrides, learner_overrides)
+                if agent in ("rm_ppo", "heron")
+                else overrides,
                 eval_freq=args.steps,
                 n_eval_episodes=2,
                 progress_bar=False,
