@@ -55,6 +55,7 @@ from prefrl.datasets import PreferenceDataset
 from prefrl.errors import SpecError
 from prefrl.networks import activation as activation_class
 from prefrl.reward_artifact import save_reward_model
+from prefrl.reward_learning import pearson_correlation
 from prefrl.reward_model import RewardEnsemble, RewardModelTrainer, feature_dim
 from prefrl.spec_utils import ConfigSection
 from prefrl.types import SegmentBatch
@@ -174,13 +175,6 @@ def relabel_segments(ensemble: RewardEnsemble, segments: SegmentBatch) -> np.nda
     return np.concatenate(chunks).astype(np.float32)
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation; NaN when either side is constant."""
-    x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
-    sx, sy = x.std(), y.std()
-    return float(np.mean((x - x.mean()) * (y - y.mean())) / (sx * sy)) if sx > 0 and sy > 0 else math.nan
-
-
 @register_agent
 class PIQLAgent(OfflineAgent):
     """IQL on a Bradley-Terry reward model fitted to an offline preference dataset (module docstring).
@@ -270,7 +264,7 @@ class PIQLAgent(OfflineAgent):
         self.reward_mean = float(learned.mean())
         self.reward_std = float(max(learned.std(), 1e-6))
         # how well the learned reward tracks the true one on the data IQL sees (a diagnostic only)
-        self._rm_scalars["reward_corr"] = _pearson(learned, segments.reward)
+        self._rm_scalars["reward_corr"] = pearson_correlation(learned, segments.reward)
         obs, act, next_obs, done = segment_transitions(segments)
         self._obs, self._next_obs = self.to_tensor(obs), self.to_tensor(next_obs)
         self._act = self.normalised_actions(act)
