@@ -37,6 +37,7 @@ from rliable import metrics
 from prefrl.diagnostics import agreement
 from prefrl.envs import EnvSpec, load_env_spec
 from prefrl.errors import ConfigError, PrefrlError, RunDirError
+from prefrl.final_evaluation import read_final_eval
 from prefrl.raters import make_rater
 from prefrl.run_dir import load_run_env_spec
 from prefrl.segments import collect_segments, sample_pairs
@@ -45,6 +46,7 @@ from prefrl.spec_utils import yaml_load
 __all__ = [
     "AGGREGATES",
     "BUDGET_COLUMNS",
+    "FINAL_EVAL_COLUMNS",
     "ID_COLUMNS",
     "FinalEvaluation",
     "RunScan",
@@ -235,6 +237,20 @@ def _scan_run(run_dir: Path) -> tuple[pd.DataFrame | None, list[SkippedRun]]:
     frame["done"] = done
     frame["run_dir"] = str(run_dir)
     _fill_normalised_score(frame)
+    try:
+        final = read_final_eval(run_dir)
+    except RunDirError as e:
+        final = None
+        notes.append(SkippedRun(str(run_dir), f"{e} (the last progress.csv row is its score)", "partial"))
+    if final is not None:
+        frame["final_episodes"] = final.episodes
+        frame["final_return_mean"] = final.mean
+        frame["final_return_std"] = final.std
+        score = final.normalised_score
+        if math.isnan(score):  # the run's spec had no anchors then: the same filling as progress.csv's
+            spec = _run_spec_with_anchors(frame)
+            score = float(spec.normalise(final.mean)) if spec is not None else math.nan
+        frame["final_normalised_score"] = score
     return frame, notes
 
 
@@ -263,14 +279,21 @@ def _fill_normalised_score(frame: pd.DataFrame) -> None:
     scores = frame.get("normalised_score")
     if scores is not None and scores.notna().all():
         return
-    try:
-        spec = _anchored_spec(load_run_env_spec(frame["run_dir"].iloc[0]))
-    except PrefrlError:
-        return
-    if not spec.has_normalisation or "true_return_mean" not in frame:
+    spec = _run_spec_with_anchors(frame)
+    if spec is None or "true_return_mean" not in frame:
         return
     filled = spec.normalise(frame["true_return_mean"].to_numpy(dtype=float))
     frame["normalised_score"] = filled if scores is None else scores.fillna(pd.Series(filled, frame.index))
+
+
+def _run_spec_with_anchors(frame: pd.DataFrame) -> EnvSpec | None:
+    """The env spec of the run in ``frame`` with normalisation anchors (see :func:`_anchored_spec`), or
+    ``None`` when neither it nor the current spec of its name has them."""
+    try:
+        spec = _anchored_spec(load_run_env_spec(frame["run_dir"].iloc[0]))
+    except PrefrlError:
+        return None
+    return spec if spec.has_normalisation else None
 
 
 @dataclass(frozen=True)
@@ -406,10 +429,30 @@ def load_runs(
     return scan_runs(roots, only_done=only_done, strict=strict).table
 
 
+#: progress.csv's score columns and the final evaluation's columns that replace them in :func:`final_scores`
+FINAL_EVAL_COLUMNS = {
+    "true_return_mean": "final_return_mean",
+    "true_return_std": "final_return_std",
+    "normalised_score": "final_normalised_score",
+}
+
+
 def final_scores(table: pd.DataFrame, metric: str = "true_return_mean") -> pd.DataFrame:
-    """The last evaluation of each run: one row per (env, agent, rater, seed)."""
+    """The final score of each run: one row per (env, agent, rater, seed).
+
+    That is the run's last progress.csv row, whose return and normalised score are replaced by the run's
+    end-of-run evaluation where it has one (``final_eval.json``, :mod:`prefrl.final_evaluation`: more
+    episodes, held-out start states). ``score_source`` says which: ``"final_eval"`` (with
+    ``final_episodes``) or ``"last_eval"``.
+    """
     last = table.sort_values("env_steps").groupby(ID_COLUMNS, as_index=False).tail(1)
-    return last.sort_values(ID_COLUMNS).reset_index(drop=True)
+    last = last.sort_values(ID_COLUMNS).reset_index(drop=True)
+    has_final = last["final_episodes"].notna() if "final_episodes" in last else pd.Series(False, last.index)
+    for column, final_column in FINAL_EVAL_COLUMNS.items():
+        if final_column in last and column in last:
+            last[column] = last[column].where(~has_final, last[final_column])
+    last["score_source"] = np.where(has_final, "final_eval", "last_eval")
+    return last
 
 
 def iqm(values: np.ndarray) -> float:

@@ -13,10 +13,11 @@ Sub-commands, one module per group::
     dataset.py  prefrl dataset build --env ENV --rater R [--episodes N] [--noise S] [--segment 64] [--pairs P]
                 prefrl dataset export FILE --format minari --id NS/NAME-v0 | prefrl dataset import ID --out F
     identify.py prefrl identify --dataset FILE [--env ENV] [--models a,b] [--folds K] [--bootstraps B]
-
-ENV is a spec name, a spec file (``my_env.yaml``) or ``gym:<gymnasium id>[,key=value...]`` everywhere.
+    evaluate.py prefrl evaluate DIR... [--episodes 20] [--seed S] [--force]
     results.py  prefrl plot DIR | prefrl report DIR
     render.py   prefrl render --run DIR | --env ENV --pair
+
+ENV is a spec name, a spec file (``my_env.yaml``) or ``gym:<gymnasium id>[,key=value...]`` everywhere.
 
 Errors. Bad input - a :class:`~prefrl.errors.PrefrlError` (unknown env, misspelled config key, bad rater
 parameter, corrupted dataset, ...) or an OS error on a path the user gave (missing file, no permission) -
@@ -37,7 +38,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import prefrl
-from prefrl.cli import dataset, identify, oracle, rate, render, results, run
+from prefrl.cli import dataset, evaluate, identify, oracle, rate, render, results, run
 from prefrl.errors import PrefrlError
 
 __all__ = ["BUG_REPORT", "HelpFormatter", "Parser", "build_parser", "main", "prefrl_version"]
@@ -49,7 +50,7 @@ BUG_REPORT = (
 )
 
 #: the command groups, in the order their sub-commands are listed by ``prefrl --help``
-COMMAND_GROUPS = (run, rate, oracle, dataset, identify, results, render)
+COMMAND_GROUPS = (run, rate, oracle, dataset, identify, evaluate, results, render)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
