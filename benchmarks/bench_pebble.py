@@ -13,11 +13,11 @@ CIs over seeds (:func:`prefrl.analysis.final_score_summary`, 2,000 resamples), q
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_pebble.py pendulum --jobs 2
 
-Part ``halfcheetah``: pebble (1,400 queries) and sac, 200k env steps, 3 seeds, one run at a time, the two
-agents side by side per seed (the order alternates by seed), so each pebble/sac wall-time ratio compares
-runs made under the same machine load. Each run is still a one-cell :func:`run_sweep` (resumable; a resumed
-benchmark's ratios then mix loads). Writes ``<results>/halfcheetah.csv`` (one row per run: final score,
-wall time, CPU time, pebble/sac ratios per seed, relabel and fit seconds) and ``halfcheetah.md``::
+Part ``halfcheetah``: pebble (1,400 queries) and sac, 200k env steps, 3 seeds; a seed's pebble and sac run
+at the same time, one per core, so each pebble/sac wall-time ratio compares runs made under the same machine
+load. Each run is a one-cell :func:`run_sweep` (resumable; a resumed benchmark's ratios then mix loads).
+Writes ``<results>/halfcheetah.csv`` (one row per run: final score, wall time, CPU time, pebble/sac ratios
+per seed, relabel and fit seconds) and ``halfcheetah.md``::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_pebble.py halfcheetah
 
@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import multiprocessing as mp
+import resource
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from prefrl.analysis import final_score_summary, load_runs
 from prefrl.sweep import run_sweep
@@ -165,45 +166,64 @@ def pendulum_markdown(table: pd.DataFrame) -> str:
 
 def halfcheetah(args: argparse.Namespace) -> None:
     seeds = args.seeds if args.seeds is not None else list(range(3))
-    torch.set_num_threads(1)
     rows = []
-    for k, seed in enumerate(seeds):
-        order = ["pebble", "sac"] if k % 2 == 0 else ["sac", "pebble"]
-        for agent in order:
-            out = args.runs / "halfcheetah" / agent
-            cpu_start = time.process_time()
-            if not args.report:
-                result = run_sweep(
-                    "halfcheetah",
-                    agent,
-                    RATER if agent == "pebble" else None,
-                    [seed],
-                    steps=200_000,
-                    queries=1_400 if agent == "pebble" else 0,
-                    out=out,
-                    jobs=1,
-                    eval_freq=20_000,
-                    n_eval_episodes=10,
-                    device="cpu",
-                )
-                print(f"[pebble] halfcheetah {agent} seed {seed}: {result.summary()}", flush=True)
-                if result.interrupted:
-                    return
-            run_dir = out / "halfcheetah" / agent / (RATER if agent == "pebble" else "none") / f"seed{seed}"
+    for seed in seeds:
+        cpu = {}
+        if not args.report:
+            # the seed's pebble and sac run at the same time, one per core, so both see the same load
+            with ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("spawn")) as pool:
+                futures = {agent: pool.submit(run_halfcheetah, agent, seed, args.runs) for agent in HC_AGENTS}
+                for agent, future in futures.items():
+                    interrupted, cpu[agent] = future.result()
+                    print(f"[pebble] halfcheetah {agent} seed {seed}: cpu {cpu[agent]:.0f} s", flush=True)
+                    if interrupted:
+                        return
+        for agent in HC_AGENTS:
+            run_dir = hc_run_dir(args.runs, agent, seed)
             if not (run_dir / "done").is_file():
                 continue
-            rows.append(halfcheetah_row(run_dir, agent, seed, time.process_time() - cpu_start))
+            rows.append(halfcheetah_row(run_dir, agent, seed, cpu.get(agent)))
             table = write_halfcheetah(rows, args.results)  # after every run: a stopped benchmark keeps it
     if rows:
         print(table.to_string(index=False))
 
 
-def halfcheetah_row(run_dir: Path, agent: str, seed: int, cpu_s: float) -> dict:
+HC_AGENTS = ("pebble", "sac")
+
+
+def hc_run_dir(runs: Path, agent: str, seed: int) -> Path:
+    rater = RATER if agent == "pebble" else "none"
+    return runs / "halfcheetah" / agent / "halfcheetah" / agent / rater / f"seed{seed}"
+
+
+def run_halfcheetah(agent: str, seed: int, runs: Path) -> tuple[bool, float]:
+    """One 200k-step run (a one-cell resumable sweep); returns (interrupted, CPU seconds of its worker)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = run_sweep(
+        "halfcheetah",
+        agent,
+        RATER if agent == "pebble" else None,
+        [seed],
+        steps=200_000,
+        queries=1_400 if agent == "pebble" else 0,
+        out=runs / "halfcheetah" / agent,
+        jobs=1,
+        eval_freq=20_000,
+        n_eval_episodes=10,
+        device="cpu",
+    )
+    # the sweep's worker process has been reaped when run_sweep returns, so its CPU time is counted here
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return result.interrupted, cpu_s
+
+
+def halfcheetah_row(run_dir: Path, agent: str, seed: int, cpu_s: float | None) -> dict:
     """One run: final score, wall and CPU time (CPU time of a skipped run is the one first recorded)."""
     last = pd.read_csv(run_dir / "progress.csv").iloc[-1]
     wall = json.loads((run_dir / "meta.json").read_text())["wall_s"]
     cpu_file = run_dir / "bench_cpu.json"
-    if not cpu_file.is_file():
+    if not cpu_file.is_file() and cpu_s is not None:
         cpu_file.write_text(json.dumps({"cpu_s": cpu_s}))
     return {
         "agent": agent,
@@ -213,7 +233,7 @@ def halfcheetah_row(run_dir: Path, agent: str, seed: int, cpu_s: float) -> dict:
         "normalised_score": float(last["normalised_score"]),
         "true_return_mean": float(last["true_return_mean"]),
         "wall_s": float(wall),
-        "cpu_s": float(json.loads(cpu_file.read_text())["cpu_s"]),
+        "cpu_s": float(json.loads(cpu_file.read_text())["cpu_s"]) if cpu_file.is_file() else np.nan,
         "rm_fit_s": float(last.get("rm_fit_s", np.nan)),
         "rm_relabel_s": float(last.get("rm_relabel_s", np.nan)),
         "rm_relabels": float(last.get("rm_relabels", np.nan)),
@@ -237,8 +257,8 @@ def write_halfcheetah(rows: list[dict], results: Path) -> pd.DataFrame:
         "",
         "(runs under `runs/bench_pebble/halfcheetah/`, git-ignored; `halfcheetah.csv` has every column).",
         "200k env steps; pebble with 1,400 queries of the noise-free",
-        "`partial_return` rater; agents/pebble.yaml's and agents/sac.yaml's HalfCheetah settings; one run",
-        "at a time on one thread, pebble and sac side by side per seed; final normalised score of the",
+        "`partial_return` rater; agents/pebble.yaml's and agents/sac.yaml's HalfCheetah settings; a seed's",
+        "pebble and sac at the same time, one per core (one thread each); final normalised score of the",
         "deterministic policy on 10 episodes; `ratio`: pebble's wall (CPU) time over the same seed's sac.",
         "",
         "| agent | seed | score | return | wall s | CPU s | wall ratio | CPU ratio | relabel s | fit s |",

@@ -145,6 +145,9 @@ class RewardModelConfig(ConfigSection):
     epochs: int = 1
     #: epochs of the first fit
     initial_epochs: int = 20
+    #: stop a fit after the first epoch whose training accuracy exceeds this (B-Pref: 0.97, with up to
+    #: ``epochs`` / ``initial_epochs`` epochs); ``None`` always runs them all
+    stop_accuracy: float | None = None
     #: share of the labelled pairs held out for rm_accuracy
     holdout_share: float = 0.1
     #: each member trains on its own (Poisson) bootstrap resample
@@ -172,6 +175,8 @@ class RewardModelConfig(ConfigSection):
             )
         if self.max_train_pairs is not None and self.max_train_pairs < 1:
             raise SpecError(f"{where}.max_train_pairs must be >= 1 or null, got {self.max_train_pairs}")
+        if self.stop_accuracy is not None and not 0.0 < self.stop_accuracy <= 1.0:
+            raise SpecError(f"{where}.stop_accuracy must lie in (0, 1] or be null, got {self.stop_accuracy}")
 
 
 SELECTIONS: tuple[str, ...] = get_args(Selection)
@@ -251,6 +256,7 @@ class PreferenceRewardLearner:
             max_train_pairs=rm.max_train_pairs,
             weight_decay=rm.weight_decay,
             rng=np.random.default_rng([seed, 1]),
+            stop_accuracy=rm.stop_accuracy,
         )
         self.query_pool = QueryPool(feedback.pool_rollouts, feedback.buffer_rollouts)
         self.query_counter = QueryCounter(feedback.budget)

@@ -407,7 +407,10 @@ class RewardModelTrainer:
         max_train_pairs: int | None = None,
         weight_decay: float = 0.0,
         rng: np.random.Generator | None = None,
+        stop_accuracy: float | None = None,
     ) -> None:
+        if stop_accuracy is not None and not 0.0 < stop_accuracy <= 1.0:
+            raise SpecError(f"reward_model.stop_accuracy must lie in (0, 1] or be null, got {stop_accuracy}")
         if not 0.0 <= holdout_share < 1.0:
             raise SpecError(f"reward_model.holdout_share must lie in [0, 1), got {holdout_share}")
         if batch_size < 1 or epochs < 0:
@@ -420,6 +423,7 @@ class RewardModelTrainer:
         self.holdout_share = float(holdout_share)
         self.bootstrap = bool(bootstrap)
         self.max_train_pairs = max_train_pairs
+        self.stop_accuracy = stop_accuracy
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.optimizer = torch.optim.Adam(ensemble.parameters(), lr=learning_rate, weight_decay=weight_decay)
         k = ensemble.num_members
@@ -433,6 +437,10 @@ class RewardModelTrainer:
         self.new_accuracy = float("nan")
         self.fit_time_s = 0.0
         self.num_fits = 0
+        #: epochs the latest fit ran (fewer than asked when it stopped at ``stop_accuracy``)
+        self.last_epochs = 0
+        #: training accuracy of the latest fit's last epoch (mean over members; NaN before any fit)
+        self.last_train_accuracy = float("nan")
 
     # ---- data -------------------------------------------------------------------------------------
     @property
@@ -504,6 +512,11 @@ class RewardModelTrainer:
     def fit(self, epochs: int | None = None) -> float:
         """Run ``epochs`` (default :attr:`epochs`) epochs over the training pairs; return the mean loss.
 
+        With :attr:`stop_accuracy` set, the fit stops after the first epoch whose training accuracy (each
+        member's share of correctly ordered non-tie pairs in that epoch's minibatches, before their
+        update; mean over members) exceeds it: B-Pref's rule (up to ``reward_update`` epochs, stop above
+        97%), which keeps refits short once the model fits its labels.
+
         The input normaliser is refreshed first, the per-member output normalisers after training, both
         from the stored segments (at most :data:`NORMALIZATION_SEGMENTS`, evenly spread).
         """
@@ -516,9 +529,13 @@ class RewardModelTrainer:
         weights = self.ensemble.tensor(self._weights)
         losses = []
         self.ensemble.set_input_normalization(self._normalization_sample())
+        decided = labels != 0.5  # ties say nothing about the order: left out of the accuracy
         self.ensemble.train()
+        ran = 0
         for _ in range(epochs):
             order = idx[self.rng.permutation(len(idx))]
+            correct = torch.zeros(self.ensemble.num_members, device=labels.device)
+            counted = 0
             for lo in range(0, len(order), self.batch_size):
                 batch = order[lo : lo + self.batch_size]
                 sum1, sum2 = self._returns(batch)
@@ -527,6 +544,16 @@ class RewardModelTrainer:
                 loss.backward()
                 self.optimizer.step()
                 losses.append(loss.item() / self.ensemble.num_members)
+                with torch.no_grad():
+                    keep = decided[batch]
+                    agree = ((sum1 - sum2) > 0) == (labels[batch] > 0.5)
+                    correct += (agree & keep).sum(dim=1)
+                    counted += int(keep.sum())
+            ran += 1
+            self.last_train_accuracy = float(correct.mean()) / counted if counted else float("nan")
+            if self.stop_accuracy is not None and self.last_train_accuracy > self.stop_accuracy:
+                break
+        self.last_epochs = ran
         self.ensemble.eval()
         self.ensemble.set_member_normalization(self._normalization_sample())
         self.last_loss = float(np.mean(losses))
@@ -558,11 +585,14 @@ class RewardModelTrainer:
 
     def metrics(self) -> dict[str, float]:
         """``rm_accuracy`` (held-out), ``rm_new_accuracy`` (on the latest pairs, before training on them),
-        ``rm_loss`` (mean loss of the latest fit), ``rm_pairs``, ``rm_fit_s`` (cumulative fit time)."""
+        ``rm_loss`` (mean loss of the latest fit), ``rm_pairs``, ``rm_fit_s`` (cumulative fit time) and, with
+        :attr:`stop_accuracy`, ``rm_fit_epochs`` (epochs the latest fit ran)."""
         return {
             "rm_accuracy": self.heldout_accuracy,
             "rm_new_accuracy": self.new_accuracy,
             "rm_loss": self.last_loss,
             "rm_pairs": float(self.num_pairs),
             "rm_fit_s": self.fit_time_s,
+            # only with early stopping, where the epochs a fit ran vary
+            **({"rm_fit_epochs": float(self.last_epochs)} if self.stop_accuracy is not None else {}),
         }

@@ -235,7 +235,34 @@ def test_trainer_incremental_adds_and_bootstrap_differs_per_member() -> None:
     assert len(idx) == 10 and idx.max() == np.flatnonzero(~trainer._heldout).max()
 
 
+@pytest.mark.parametrize("stop_accuracy", [None, 0.9])
+def test_fit_stops_at_the_training_accuracy_as_bpref(stop_accuracy: float | None) -> None:
+    trainer = RewardModelTrainer(
+        make_ensemble(),
+        epochs=60,
+        holdout_share=0.0,
+        rng=np.random.default_rng(0),
+        stop_accuracy=stop_accuracy,
+    )
+    trainer.add(labelled(100, 300, seed=3))
+    trainer.fit()
+    if stop_accuracy is None:
+        assert trainer.last_epochs == 60 and "rm_fit_epochs" not in trainer.metrics()
+        return
+    # stopped after the first epoch above 90%, which the model reaches well before 60 epochs
+    assert 1 <= trainer.last_epochs < 60 and trainer.last_train_accuracy > 0.9
+    assert trainer.metrics()["rm_fit_epochs"] == trainer.last_epochs
+    # the accuracy it stopped on is the members' share of correctly ordered training pairs (measured
+    # during the epoch, so at most a little below the accuracy after it)
+    assert trainer.train_accuracy >= 0.85
+    # a model already above the threshold stops after one epoch
+    trainer.fit()
+    assert trainer.last_epochs == 1
+
+
 def test_trainer_rejects_bad_settings() -> None:
+    with pytest.raises(SpecError, match="stop_accuracy"):
+        RewardModelTrainer(make_ensemble(), stop_accuracy=0.0)
     with pytest.raises(SpecError, match="holdout_share"):
         RewardModelTrainer(make_ensemble(), holdout_share=1.0)
     with pytest.raises(SpecError, match="max_train_pairs"):
