@@ -1,0 +1,209 @@
+"""The benchmark study (results/study/): every agent under every rater, >= 5 seeds, IQM with 95% CIs.
+
+One command per part; each is resumable (``prefrl sweep`` skips finished runs, ``prefrl evaluate`` skips
+evaluated ones), so a stopped part is continued by running the same command again::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/study.py PART [--jobs N] [--seeds 0 1 2 3 4]
+    .venv/bin/python benchmarks/study.py PART --report      # tables from the finished runs only
+
+Parts (budgets in :data:`PARTS`; cost estimates in results/study/PLAN.md):
+
+* ``pendulum`` - online agents x the ten raters of :data:`PENDULUM_RATERS`: rm_ppo, heron and spo (PPO,
+  100k env steps), pebble (SAC, 30k env steps); rm_ppo, heron and pebble with the same 500-query budget,
+  spo with its own (its comparisons are counted and shown); ppo and sac on the true reward as references.
+* ``pendulum-offline`` - cpl, p_iql and bc x the ten raters on one dataset per rater (the same rollouts),
+  equal gradient steps (agents/*.yaml's Pendulum settings).
+* ``halfcheetah`` - HalfCheetah-v5, 500k env steps: ppo, and rm_ppo (1,400 queries) and spo x
+  partial_return, regret, intransitive, mistake:eps=0.1.
+* ``query-efficiency`` - rm_ppo, heron (100k steps) and pebble (30k steps) with 100, 300 and 1,000 queries
+  on Pendulum, partial_return.
+
+After a part's runs, every finished run gets its final evaluation (``prefrl evaluate``: 20 deterministic
+episodes on one fixed set of held-out start states), and the part's table is written to
+``results/study/<part>.csv`` and ``.md``: per cell, seeds, median, worst seed, IQM and mean of the final
+normalised score with 95% stratified-bootstrap CIs (2,000 resamples), queries asked / answered and wall
+time. Raw runs stay under ``runs/study/<part>/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from prefrl.analysis import final_score_summary, final_scores, load_runs
+from prefrl.final_evaluation import DEFAULT_EPISODES, evaluate_final_runs
+from prefrl.sweep import run_sweep
+
+#: the study's Pendulum raters: the spec names as ``prefrl list`` shows them (wrappers on partial_return)
+PENDULUM_RATERS = (
+    "partial_return",
+    "regret",
+    "stoc",
+    "mistake",
+    "skip",
+    "equal",
+    "myopic",
+    "intransitive",
+    "non_markovian",
+    "panel",
+)
+HALFCHEETAH_RATERS = ("partial_return", "regret", "intransitive", "mistake:eps=0.1")
+QUERY_BUDGETS = (100, 300, 1000)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One ``run_sweep`` call: agents sharing a budget, under the given raters (``None``: no rater)."""
+
+    name: str
+    env: str
+    agents: tuple[str, ...]
+    raters: tuple[str, ...] | None
+    steps: int | None  # None: the agent config's (offline agents: gradient steps)
+    queries: int | None  # None: the agent config's
+    eval_freq: int | None = None
+    n_eval_episodes: int | None = None
+
+
+PARTS: dict[str, tuple[Block, ...]] = {
+    "pendulum": (
+        Block("ppo", "pendulum", ("ppo",), None, 100_000, 0, 10_000, 5),
+        Block("sac", "pendulum", ("sac",), None, 30_000, 0, 2_000, 5),
+        Block("ppo-rm", "pendulum", ("rm_ppo", "heron"), PENDULUM_RATERS, 100_000, 500, 10_000, 5),
+        Block("spo", "pendulum", ("spo",), PENDULUM_RATERS, 100_000, None, 10_000, 5),
+        Block("pebble", "pendulum", ("pebble",), PENDULUM_RATERS, 30_000, 500, 2_000, 5),
+    ),
+    "pendulum-offline": (Block("offline", "pendulum", ("cpl", "p_iql", "bc"), PENDULUM_RATERS, None, None),),
+    "halfcheetah": (
+        Block("ppo", "halfcheetah", ("ppo",), None, 500_000, 0, 50_000, 5),
+        Block("rm", "halfcheetah", ("rm_ppo", "spo"), HALFCHEETAH_RATERS, 500_000, 1_400, 50_000, 5),
+    ),
+    "query-efficiency": tuple(
+        Block(f"{family}-q{q}", "pendulum", agents, ("partial_return",), steps, q, freq, 5)
+        for q in QUERY_BUDGETS
+        for family, agents, steps, freq in (
+            ("ppo", ("rm_ppo", "heron"), 100_000, 10_000),
+            ("sac", ("pebble",), 30_000, 2_000),
+        )
+    ),
+}
+
+
+def run_part(part: str, seeds: list[int], jobs: int, runs: Path) -> bool:
+    """Run (or resume) every block of ``part``; True when all finished (False: interrupted)."""
+    for block in PARTS[part]:
+        start = time.time()
+        result = run_sweep(
+            block.env,
+            list(block.agents),
+            list(block.raters) if block.raters else None,
+            seeds,
+            steps=block.steps,
+            queries=block.queries,
+            out=runs / part / block.name,
+            jobs=jobs,
+            eval_freq=block.eval_freq,
+            n_eval_episodes=block.n_eval_episodes,
+            device="cpu",
+        )
+        print(f"[study] {part}/{block.name}: {result.summary()} ({time.time() - start:.0f} s)", flush=True)
+        if result.interrupted:
+            return False
+    return True
+
+
+def evaluate_part(part: str, runs: Path) -> None:
+    """The final evaluation of every finished run of ``part`` (evaluated runs are read back)."""
+    for outcome in evaluate_final_runs([runs / part], episodes=DEFAULT_EPISODES):
+        if outcome.error is not None:
+            print(f"[study] cannot evaluate {outcome.run_dir}: {outcome.error}", flush=True)
+
+
+def part_table(part: str, runs: Path) -> pd.DataFrame:
+    """One row per (block, env, agent, rater) of the part's finished runs (see the module docstring)."""
+    rows = []
+    for block in PARTS[part]:
+        root = runs / part / block.name
+        if not root.is_dir():
+            continue
+        table = load_runs(root, only_done=True)
+        if table.empty:
+            continue
+        for (env, agent, rater), cell in table.groupby(["env", "agent", "rater"], sort=True):
+            last = final_scores(cell)
+            rows.append(
+                {
+                    "block": block.name,
+                    "env": env,
+                    "agent": agent,
+                    "rater": rater,
+                    "queries_budget": block.queries,
+                    "final_eval_runs": int((last["score_source"] == "final_eval").sum()),
+                    **final_score_summary(cell),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def write_table(part: str, table: pd.DataFrame, results: Path) -> Path:
+    """``results/<part>.csv`` and ``.md`` (the command that regenerates them on top)."""
+    results.mkdir(parents=True, exist_ok=True)
+    table.round(3).to_csv(results / f"{part}.csv", index=False)
+    lines = [
+        f"# Study part `{part}`",
+        "",
+        "Produced by (resumable; `--report` only rewrites this table from the finished runs):",
+        "",
+        f"    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/study.py {part}",
+        "",
+        "Final normalised score per run: the end-of-run evaluation (20 deterministic episodes on fixed",
+        "held-out start states, `prefrl evaluate`) where the run has one (`final eval` column), else its",
+        "last progress evaluation. IQM and mean over seeds with 95% stratified-bootstrap CIs (2,000",
+        "resamples); `asked`/`answered`: mean rater queries per run; `wall s`: mean wall time per run.",
+        "",
+        "| block | agent | rater | seeds | final eval | median | worst | IQM [95% CI] | mean [95% CI] "
+        "| asked | answered | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table.itertuples():
+        seeds = f"{r.seeds}" + ("" if r.seeds >= 5 else " (< 5: not reported)")
+        lines.append(
+            f"| {r.block} | {r.agent} | {r.rater} | {seeds} | {r.final_eval_runs} | {r.median:.1f} | "
+            f"{r.min:.1f} | {r.iqm:.1f} [{r.iqm_low:.1f}, {r.iqm_high:.1f}] | "
+            f"{r.mean:.1f} [{r.mean_low:.1f}, {r.mean_high:.1f}] | {r.queries_asked:.0f} | "
+            f"{r.queries_answered:.0f} | {r.wall_s:.0f} |"
+        )
+    path = results / f"{part}.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main() -> None:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    parser.add_argument("part", choices=sorted(PARTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(5)))
+    parser.add_argument("--jobs", type=int, default=2, help="parallel runs")
+    parser.add_argument("--report", action="store_true", help="only write the table of the finished runs")
+    parser.add_argument("--runs", type=Path, default=Path("runs/study"))
+    parser.add_argument("--results", type=Path, default=Path("results/study"))
+    args = parser.parse_args()
+    if not args.report:
+        finished = run_part(args.part, args.seeds, args.jobs, args.runs)
+        evaluate_part(args.part, args.runs)
+        if not finished:
+            print("[study] interrupted: run the same command again to resume", flush=True)
+    table = part_table(args.part, args.runs)
+    if table.empty:
+        print(f"[study] {args.part}: no finished runs yet")
+        return
+    print(write_table(args.part, table, args.results))
+    print(table.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
