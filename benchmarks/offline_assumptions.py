@@ -61,9 +61,7 @@ def main() -> None:
         "Final normalised score of the deterministic policy after 5,000 gradient steps on the same segments, "
         "labelled by `regret` (cpl's assumption) or `partial_return` (p_iql's): the end-of-run evaluation "
         f"(20 held-out episodes) where a run has one ({n_final} of {n_runs} runs), else its last evaluation "
-        "(5 episodes).\n\n"
-        + "\n".join(lines)
-        + "\n"
+        "(5 episodes).\n\n" + "\n".join(lines) + "\n"
     )
     args.out.with_suffix(".md").write_text(text)
     print(text)
