@@ -15,6 +15,10 @@ deterministic in every env. Run::
 writes ``confusion.csv`` (one row per env and generator: expected and selected model, bootstrap
 confidence, every candidate's share of resamples won, true and fitted parameters, whether the
 parameters landed within tolerance) and ``README.md`` (the tables and this command).
+
+``--study`` labels the same pairs with the benchmark study's ten raters instead (default parameters:
+partial_return, regret, stoc, mistake, skip, equal, myopic, intransitive, non_markovian, panel) and
+writes ``results/study/identify/``: which candidate explains each rater's labels best, and how surely.
 """
 
 from __future__ import annotations
@@ -71,6 +75,28 @@ def generators(spread: float) -> list[Generator]:
     ]
 
 
+#: the benchmark study's raters with their default parameters, and the candidate each is an instance of
+#: (``""``: none of the candidates contains it; the table then shows which model explains it best). The
+#: noise-free partial_return is ``stoc`` with an unbounded beta: the same likelihood with fewer parameters
+STUDY_RATERS = {
+    "partial_return": "stoc",
+    "regret": "regret",
+    "stoc": "stoc",
+    "mistake": "mistake",
+    "skip": "",
+    "equal": "",
+    "myopic": "myopic",
+    "intransitive": "",
+    "non_markovian": "",
+    "panel": "",
+}
+
+
+def study_generators(spread: float) -> list[Generator]:
+    """The study's ten raters as they label in the study (defaults; ``spread`` is not used)."""
+    return [Generator(spec, expected, {}) for spec, expected in STUDY_RATERS.items()]
+
+
 def within(name: str, fitted: float, truth: float) -> bool:
     if name == "beta":
         return abs(fitted - truth) <= TOLERANCE["beta"] * truth
@@ -85,7 +111,7 @@ def pool(env: str, num_pairs: int, seed: int) -> PreferenceBatch:
     return load_dataset(path).preferences
 
 
-def run_env(env: str, num_pairs: int, bootstraps: int, seed: int) -> list[dict]:
+def run_env(env: str, num_pairs: int, bootstraps: int, seed: int, study: bool = False) -> list[dict]:
     spec = load_env_spec(env)
     start = time.perf_counter()
     base = pool(env, num_pairs, seed)
@@ -94,13 +120,13 @@ def run_env(env: str, num_pairs: int, bootstraps: int, seed: int) -> list[dict]:
     returns = base.segments.returns
     spread = float(np.std(returns[base.pairs[:, 0]] - returns[base.pairs[:, 1]]))
     rows = []
-    for gen in generators(spread):
+    for gen in (study_generators if study else generators)(spread):
         start = time.perf_counter()
         rater = make_rater(gen.spec, spec)
         prefs = rater.label(base.segments, base.pairs, np.random.default_rng(seed + 1))
         result = identify(prefs, env_spec=spec, folds=5, bootstraps=bootstraps, seed=seed)
         fit = result.fits[result.winner]
-        expected_fit = result.fits.get(gen.expected)
+        expected_fit = result.fits.get(gen.expected) if gen.expected else None
         checks = {
             name: within(name, expected_fit.params[name], truth) if expected_fit else False
             for name, truth in gen.truth.items()
@@ -111,13 +137,13 @@ def run_env(env: str, num_pairs: int, bootstraps: int, seed: int) -> list[dict]:
             "generator": gen.spec,
             "expected": gen.expected,
             "winner": result.winner,
-            "selected": result.winner == gen.expected,
+            "selected": result.winner == gen.expected if gen.expected else None,
             "confidence": result.confidence,
             **{f"share_{m}": shares.get(m, float("nan")) for m in DEFAULT_MODELS},
             "truth": ", ".join(f"{k}={v:g}" for k, v in gen.truth.items()),
             "fitted": format_params(expected_fit) if expected_fit else "",
             "winner_params": format_params(fit),
-            "params_ok": all(checks.values()),
+            "params_ok": all(checks.values()) if gen.expected else None,
             "pairs": result.num_pairs,
             "tie_rate": result.tie_rate,
             "seconds": round(time.perf_counter() - start, 1),
@@ -125,7 +151,8 @@ def run_env(env: str, num_pairs: int, bootstraps: int, seed: int) -> list[dict]:
         rows.append(row)
         print(
             f"  {gen.spec:<32} -> {result.winner:<15} ({result.confidence:.0%})  fitted {row['fitted']}"
-            f"  truth {row['truth'] or '-'}  ok={row['params_ok']}  {row['seconds']} s",
+            f"  truth {row['truth'] or '-'}  ok={row['params_ok']}  winner {row['winner_params']}"
+            f"  {row['seconds']} s",
             flush=True,
         )
     return rows
@@ -183,24 +210,76 @@ Full rows (log-likelihood columns not included; see `prefrl identify --json` on 
         f.write(text)
 
 
+def write_study_readme(frame: pd.DataFrame, out: str, command: str, bootstraps: int, seconds: float) -> None:
+    """The study's table: which candidate model best explains each study rater's labels."""
+    columns = ["env", "generator", "expected", "winner", "confidence", "winner_params", "tie_rate"]
+    table = frame[columns].copy()
+    table["expected"] = table["expected"].replace("", "(none)")
+    table["confidence"] = table["confidence"].map("{:.0%}".format)
+    table["tie_rate"] = table["tie_rate"].map("{:.3f}".format)
+    shares = frame[["env", "generator"] + [f"share_{m}" for m in DEFAULT_MODELS]].copy()
+    for m in DEFAULT_MODELS:
+        shares[f"share_{m}"] = shares[f"share_{m}"].map(lambda v: "-" if pd.isna(v) else f"{v:.0%}")
+    shares.columns = ["env", "rater", *DEFAULT_MODELS]
+    known = frame[frame["expected"] != ""]
+    text = f"""# Which preference model explains each study rater's labels (`prefrl identify`)
+
+The benchmark study's ten raters, with their default parameters, label the same {frame["pairs"].iloc[0]:,}
+random pairs of oracle segments per env (every skill level and the expert, action noise 0.3, 64-step
+segments). `prefrl identify` fits the default candidates (stoc, partial_return, myopic, regret, mistake)
+by maximum likelihood and compares them by BIC, with 5-fold cross-validation and {bootstraps} bootstrap
+resamples; `confidence` is the winner's share of the resamples. `expected` is the candidate the rater is
+an instance of; skip, equal, intransitive, non_markovian and panel are none of them, and the table shows
+which model explains them best. **Raters that are candidates identified as themselves:
+{int(known["selected"].sum())}/{len(known)}.** Total time {seconds / 60:.1f} min on one thread.
+
+## Selected model
+
+{markdown(table)}
+
+## Share of bootstrap resamples won by each candidate
+
+{markdown(shares)}
+
+## Command
+
+```
+{command}
+```
+"""
+    with open(os.path.join(out, "README.md"), "w") as f:
+        f.write(text)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--envs", default="pendulum,halfcheetah")
     parser.add_argument("--pairs", type=int, default=6000)
     parser.add_argument("--bootstraps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(PROJECT_ROOT / "results" / "identify"))
+    parser.add_argument("--out", default=None, help="default: results/identify or results/study/identify")
+    parser.add_argument(
+        "--study",
+        action="store_true",
+        help="label with the benchmark study's ten raters (default parameters) instead of the generators",
+    )
     args = parser.parse_args()
+    if args.out is None:
+        args.out = str(PROJECT_ROOT / "results" / ("study/identify" if args.study else "identify"))
     torch.set_num_threads(1)
     start = time.perf_counter()
     rows = []
     for env in args.envs.split(","):
-        rows += run_env(env, args.pairs, args.bootstraps, args.seed)
+        rows += run_env(env, args.pairs, args.bootstraps, args.seed, study=args.study)
     frame = pd.DataFrame(rows)
     os.makedirs(args.out, exist_ok=True)
     frame.to_csv(os.path.join(args.out, "confusion.csv"), index=False, float_format="%.6g")
     command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/identify_confusion.py " + " ".join(sys.argv[1:])
-    write_readme(frame, args.out, command.strip(), args.bootstraps, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    if args.study:
+        write_study_readme(frame, args.out, command.strip(), args.bootstraps, seconds)
+        return 0
+    write_readme(frame, args.out, command.strip(), args.bootstraps, seconds)
     selected, ok = int(frame["selected"].sum()), int(frame["params_ok"].sum())
     print(f"selected {selected}/{len(frame)}, params ok {ok}/{len(frame)}")
     return 0
