@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prefrl.analysis import final_score_summary, load_runs
+from prefrl.analysis import final_score_summary, load_runs, score_cells
 from prefrl.sweep import run_sweep
 
 RATER = "partial_return"
@@ -155,8 +155,7 @@ def pendulum_markdown(table: pd.DataFrame) -> str:
     for row in table.itertuples():
         lines.append(
             f"| {row.agent} | {row.queries_budget} | {row.env_steps:,} | {row.seeds} | {row.median:.1f} | "
-            f"{row.min:.1f} | {row.iqm:.1f} [{row.iqm_low:.1f}, {row.iqm_high:.1f}] | "
-            f"{row.mean:.1f} [{row.mean_low:.1f}, {row.mean_high:.1f}] | {row.wall_s:.0f} |"
+            f"{row.min:.1f} | {score_cells(row)} | {row.wall_s:.0f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -23,7 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from prefrl.analysis import final_score_summary, final_scores, load_runs, probability_of_improvement
+from prefrl.analysis import (
+    final_score_summary,
+    final_scores,
+    load_runs,
+    probability_of_improvement,
+    score_cells,
+)
 
 
 def main() -> None:
@@ -48,11 +54,7 @@ def main() -> None:
     ]
     for r in summary.itertuples():
         seeds = f"{r.seeds}" + ("" if r.seeds >= 5 else " (fewer than 5: not a reported comparison)")
-        lines.append(
-            f"| {r.agent} | {r.rater} | {seeds} | {r.median:.1f} | "
-            f"{r.iqm:.1f} [{r.iqm_low:.1f}, {r.iqm_high:.1f}] | "
-            f"{r.mean:.1f} [{r.mean_low:.1f}, {r.mean_high:.1f}] |"
-        )
+        lines.append(f"| {r.agent} | {r.rater} | {seeds} | {r.median:.1f} | {score_cells(r)} |")
     lines += ["", *improvement_lines(table)]
     commands = __doc__.split("::")[1].split("Only finished")[0].strip()
     text = (

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from prefrl.analysis import final_score_summary, final_scores, load_runs
+from prefrl.analysis import final_score_summary, final_scores, load_runs, score_cells
 from prefrl.final_evaluation import DEFAULT_EPISODES, evaluate_final_runs
 from prefrl.sweep import run_sweep
 
@@ -173,8 +173,7 @@ def write_table(part: str, table: pd.DataFrame, results: Path) -> Path:
         seeds = f"{r.seeds}" + ("" if r.seeds >= 5 else " (< 5: not reported)")
         lines.append(
             f"| {r.block} | {r.agent} | {r.rater} | {seeds} | {r.final_eval_runs} | {r.median:.1f} | "
-            f"{r.min:.1f} | {r.iqm:.1f} [{r.iqm_low:.1f}, {r.iqm_high:.1f}] | "
-            f"{r.mean:.1f} [{r.mean_low:.1f}, {r.mean_high:.1f}] | {r.queries_asked:.0f} | "
+            f"{r.min:.1f} | {score_cells(r)} | {r.queries_asked:.0f} | "
             f"{r.queries_answered:.0f} | {r.wall_s:.0f} |"
         )
     path = results / f"{part}.md"

@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -70,6 +70,7 @@ __all__ = [
     "probability_of_improvement",
     "rater_agreement",
     "scan_runs",
+    "score_cells",
     "score_matrices",
     "score_metric",
     "summary_table",
@@ -747,6 +748,17 @@ def final_score_summary(table: pd.DataFrame, reps: int = 2000, seed: int = 0) ->
     for key in ("queries_asked", "queries_answered", "wall_s"):
         result[key] = float(last[key].mean()) if key in last else float("nan")
     return result
+
+
+def score_cells(row: Any) -> str:
+    """``"IQM [low, high] | mean [low, high]"`` of a :func:`final_score_summary` row (a dict, a Series or
+    an ``itertuples`` row), one decimal: the two interval columns of a Markdown results table."""
+    # a Series has a .mean method: read mappings and Series by key, tuples by attribute
+    keyed = isinstance(row, Mapping | pd.Series)
+    get = row.__getitem__ if keyed else lambda key: getattr(row, key)
+    return " | ".join(
+        f"{get(name):.1f} [{get(name + '_low'):.1f}, {get(name + '_high'):.1f}]" for name in ("iqm", "mean")
+    )
 
 
 def rater_agreement(

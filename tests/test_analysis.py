@@ -224,3 +224,22 @@ def test_tables_report_asked_and_answered_queries_and_mark_unbudgeted_runs():
     final = analysis.summary_with_ci(runs, reps=50).set_index("agent")
     assert final.loc["heron", "unbudgeted"] and not final.loc["rm_ppo", "unbudgeted"]
     assert final.loc["heron", "queries_answered"] == 81
+
+
+def test_score_cells_formats_both_intervals_from_any_row_kind():
+    from collections import namedtuple
+
+    from prefrl.analysis import score_cells
+
+    values = {
+        "iqm": 82.14,
+        "iqm_low": 67.66,
+        "iqm_high": 90.2,
+        "mean": 80.5,
+        "mean_low": 71.0,
+        "mean_high": 88.25,
+    }
+    expected = "82.1 [67.7, 90.2] | 80.5 [71.0, 88.2]"
+    assert score_cells(values) == expected
+    assert score_cells(namedtuple("Row", values)(**values)) == expected
+    assert score_cells(pd.Series(values)) == expected
