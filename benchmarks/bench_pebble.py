@@ -263,6 +263,13 @@ def write_halfcheetah(rows: list[dict], results: Path) -> pd.DataFrame:
         "| agent | seed | score | return | wall s | CPU s | wall ratio | CPU ratio | relabel s | fit s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    pairs = int(table.groupby("seed")["agent"].nunique().eq(2).sum())
+    if pairs < 3:
+        lines[1:1] = [
+            "",
+            f"**Partial: {pairs} of the 3 seeds finished** (the command resumes; until then this is not a "
+            "comparison across seeds).",
+        ]
     for row in table.itertuples():
         lines.append(
             f"| {row.agent} | {row.seed} | {row.normalised_score:.1f} | {row.true_return_mean:.0f} | "
