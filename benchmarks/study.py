@@ -31,6 +31,7 @@ import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -67,6 +68,8 @@ class Block:
     queries: int | None  # None: the agent config's
     eval_freq: int | None = None
     n_eval_episodes: int | None = None
+    #: per-agent config overrides, ``{agent: {...}}``
+    agent_overrides: dict[str, dict[str, Any]] | None = None
 
 
 PARTS: dict[str, tuple[Block, ...]] = {
@@ -83,11 +86,18 @@ PARTS: dict[str, tuple[Block, ...]] = {
         Block("rm", "halfcheetah", ("rm_ppo", "spo"), HALFCHEETAH_RATERS, 500_000, 1_400, 50_000, 5),
     ),
     "query-efficiency": tuple(
-        Block(f"{family}-q{q}", "pendulum", agents, ("partial_return",), steps, q, freq, 5)
+        Block(f"{family}-q{q}", "pendulum", agents, ("partial_return",), steps, q, freq, 5, overrides)
         for q in QUERY_BUDGETS
-        for family, agents, steps, freq in (
-            ("ppo", ("rm_ppo", "heron"), 100_000, 10_000),
-            ("sac", ("pebble",), 30_000, 2_000),
+        for family, agents, steps, freq, overrides in (
+            ("ppo", ("rm_ppo", "heron"), 100_000, 10_000, None),
+            # pebble's 15 Pendulum query points ask 50 queries each: 1,000 need 100 per point
+            (
+                "sac",
+                ("pebble",),
+                30_000,
+                2_000,
+                {"pebble": {"pebble": {"queries_per_point": max(50, q // 10)}}},
+            ),
         )
     ),
 }
@@ -108,6 +118,7 @@ def run_part(part: str, seeds: list[int], jobs: int, runs: Path) -> bool:
             jobs=jobs,
             eval_freq=block.eval_freq,
             n_eval_episodes=block.n_eval_episodes,
+            agent_overrides=block.agent_overrides,
             device="cpu",
         )
         print(f"[study] {part}/{block.name}: {result.summary()} ({time.time() - start:.0f} s)", flush=True)
