@@ -129,7 +129,17 @@ def score_row(cell: Cell, table: pd.DataFrame, step: int) -> dict:
         "queries_budget": cell.queries,
         "env_steps": step,
         **final_score_summary(table),
+        "commit": run_commits(table),
     }
+
+
+def run_commits(table: pd.DataFrame) -> str:
+    """The git commits (short) the runs of ``table`` were made at, from their meta.json."""
+    commits = set()
+    for run_dir in table["run_dir"].unique():
+        meta = json.loads((Path(run_dir) / "meta.json").read_text())
+        commits.add(str(meta.get("git_commit", "?"))[:7] + ("+" if meta.get("git_dirty") else ""))
+    return " ".join(sorted(commits))
 
 
 def pendulum_markdown(table: pd.DataFrame) -> str:
@@ -146,16 +156,17 @@ def pendulum_markdown(table: pd.DataFrame) -> str:
         "deterministic policy on 10 episodes at the given env step (pebble and sac are evaluated every 2k",
         "steps, rm_ppo every 10k); IQM and mean with 95% stratified-bootstrap CIs over seeds (2,000",
         "resamples); `wall s`: mean wall time of the runs up to that step (`--jobs` runs at a time on a",
-        "shared machine).",
+        "shared machine); `code`: the commit the runs were made at (`+`: with uncommitted changes), from",
+        "their meta.json (a cell is re-run only when its settings change).",
         "",
         "| agent | queries | env steps | seeds | median | worst seed | IQM [95% CI] | mean [95% CI] "
-        "| wall s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| wall s | code |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table.itertuples():
         lines.append(
             f"| {row.agent} | {row.queries_budget} | {row.env_steps:,} | {row.seeds} | {row.median:.1f} | "
-            f"{row.min:.1f} | {score_cells(row)} | {row.wall_s:.0f} |"
+            f"{row.min:.1f} | {score_cells(row)} | {row.wall_s:.0f} | {row.commit} |"
         )
     return "\n".join(lines) + "\n"
 
