@@ -39,6 +39,12 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=Path, default=Path("runs/offline_mini"))
     parser.add_argument("--out", type=Path, default=Path("results/offline/halfcheetah"))
+    parser.add_argument(
+        "--beta-check",
+        type=Path,
+        default=Path("runs/offline_mini_beta03"),
+        help="runs of p_iql with iql.beta=0.3 (a sensitivity check, listed per seed when present)",
+    )
     args = parser.parse_args()
     table = load_runs(args.runs, only_done=True)
     last = final_scores(table)
@@ -64,13 +70,38 @@ def main() -> None:
         "Final normalised score of the deterministic policy after 5,000 gradient steps on the same segments, "
         "labelled by `regret` (cpl's assumption) or `partial_return` (p_iql's): the end-of-run evaluation "
         f"(20 held-out episodes) where a run has one ({n_final} of {n_runs} runs), else its last evaluation "
-        "(5 episodes).\n\n" + "\n".join(lines) + "\n\n" + CAVEAT
+        "(5 episodes).\n\n" + "\n".join(lines) + "\n\n" + CAVEAT + beta_check(args.beta_check)
     )
     args.out.with_suffix(".md").write_text(text)
     print(text)
 
 
 PAIRS = (("cpl", "p_iql"), ("cpl", "bc"), ("p_iql", "bc"))
+BETA_CHECK_COMMAND = (
+    "OMP_NUM_THREADS=1 .venv/bin/prefrl sweep --env halfcheetah --agent p_iql --rater regret,partial_return "
+    "--seeds 2 --out runs/offline_mini_beta03 --jobs 1 --set iql.beta=0.3 && "
+    "OMP_NUM_THREADS=1 .venv/bin/prefrl evaluate runs/offline_mini_beta03"
+)
+
+
+def beta_check(root: Path) -> str:
+    """Per-seed final scores of p_iql with beta 0.3 (fewer seeds: a sensitivity check, not a comparison)."""
+    if not root.is_dir():
+        return ""
+    table = load_runs(root, only_done=True)
+    if table.empty:
+        return ""
+    lines = [
+        "",
+        "Sensitivity check: p_iql with `iql.beta=0.3` on the same data (the seeds listed only; not a",
+        f"reported comparison), `{BETA_CHECK_COMMAND}`:",
+        "",
+    ]
+    for rater, runs in final_scores(table).groupby("rater", sort=True):
+        scores = ", ".join(f"seed {r.seed}: {r.normalised_score:.1f}" for r in runs.itertuples())
+        lines.append(f"- {rater} labels: {scores}")
+    return "\n".join(lines) + "\n"
+
 
 CAVEAT = """A miniature, not the CPL paper's setting: 300 episodes of data (4,500 segments of 64 steps, 18,000
 labelled pairs) and 5,000 gradient steps per learner on one CPU thread, where the paper trains for hundreds
