@@ -531,13 +531,10 @@ class RewardModelTrainer:
         weights = self.ensemble.tensor(self._weights)
         losses = []
         self.ensemble.set_input_normalization(self._normalization_sample())
-        decided = labels != 0.5  # ties say nothing about the order: left out of the accuracy
         self.ensemble.train()
-        ran = 0
-        for _ in range(epochs):
+        for epoch in range(epochs):
             order = idx[self.rng.permutation(len(idx))]
-            correct = torch.zeros(self.ensemble.num_members, device=labels.device)
-            counted = 0
+            diffs = []  # each batch's predicted return differences [K, B], before its update
             for lo in range(0, len(order), self.batch_size):
                 batch = order[lo : lo + self.batch_size]
                 sum1, sum2 = self._returns(batch)
@@ -546,16 +543,14 @@ class RewardModelTrainer:
                 loss.backward()
                 self.optimizer.step()
                 losses.append(loss.item() / self.ensemble.num_members)
-                with torch.no_grad():
-                    keep = decided[batch]
-                    agree = ((sum1 - sum2) > 0) == (labels[batch] > 0.5)
-                    correct += (agree & keep).sum(dim=1)
-                    counted += int(keep.sum())
-            ran += 1
-            self.last_train_accuracy = float(correct.mean()) / counted if counted else float("nan")
+                diffs.append((sum1 - sum2).detach())
+            member_diffs = torch.cat(diffs, dim=1).cpu().numpy()
+            self.last_train_accuracy = float(
+                np.mean([preference_accuracy(diff, self._labels[order]) for diff in member_diffs])
+            )
+            self.last_epochs = epoch + 1
             if self.stop_accuracy is not None and self.last_train_accuracy > self.stop_accuracy:
                 break
-        self.last_epochs = ran
         self.ensemble.eval()
         self.ensemble.set_member_normalization(self._normalization_sample())
         self.last_loss = float(np.mean(losses))
