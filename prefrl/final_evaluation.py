@@ -143,17 +143,27 @@ def evaluate_final(
     :raises RunDirError: ``run_dir`` is not a finished run (no ``done`` marker or no policy)
     :raises ValueError: ``episodes`` outside ``[1, MAX_EPISODES]`` or a negative ``seed``
     """
+    _check_settings(episodes, seed)
+    return _evaluate_final(Path(run_dir), episodes, seed, force, trust)[0]
+
+
+def _check_settings(episodes: int, seed: int) -> None:
     if isinstance(episodes, bool) or not 1 <= int(episodes) <= MAX_EPISODES:
         raise ValueError(f"episodes must be in [1, {MAX_EPISODES}], got {episodes}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    run_dir = Path(run_dir)
+
+
+def _evaluate_final(
+    run_dir: Path, episodes: int, seed: int, force: bool, trust: bool
+) -> tuple[FinalEval, bool]:
+    """:func:`evaluate_final`'s work; also says whether the result was read back (``True``) or evaluated."""
     if not is_done(run_dir):
         raise RunDirError(f"{run_dir} is not a finished run (no done marker): nothing to evaluate yet")
     if not force:
         existing = _readable_final_eval(run_dir)  # a damaged file is evaluated again and overwritten
         if existing is not None and existing.episodes == episodes and existing.seed == seed:
-            return existing
+            return existing, True
     spec, predict = load_policy(run_dir, trust=trust)
     returns = episode_returns(predict, spec, int(episodes), int(seed))
     mean = float(returns.mean())
@@ -167,7 +177,7 @@ def evaluate_final(
         env=spec.name,
     )
     write_json(run_dir / FINAL_EVAL_FILE, result.to_json())
-    return result
+    return result, False
 
 
 @dataclass(frozen=True)
@@ -205,10 +215,10 @@ def evaluate_final_runs(
     A run that cannot be evaluated (its policy unreadable, its agent unknown here) yields its error and
     the others go on; bugs raise.
     """
+    _check_settings(episodes, seed)
     for run_dir in finished_run_dirs(roots):
         try:
-            before = None if force else _readable_final_eval(run_dir)
-            result = evaluate_final(run_dir, episodes, seed, force=force, trust=trust)
-            yield FinalEvalOutcome(run_dir, result, reused=before == result)
+            result, reused = _evaluate_final(run_dir, episodes, seed, force, trust)
+            yield FinalEvalOutcome(run_dir, result, reused=reused)
         except PrefrlError as e:
             yield FinalEvalOutcome(run_dir, error=str(e))
