@@ -3,9 +3,11 @@
 Every combination of ``feedback.schedule`` (christiano, hyperbolic, constant, linear, front_loaded) and
 ``feedback.selection`` (uniform, disagreement, entropy) trains rm_ppo with the noise-free
 ``partial_return`` rater for 100k env steps and 500 queries, 5 seeds each, through
-:func:`prefrl.sweep.run_sweep` (resumable: finished runs are skipped). Then writes
+:func:`prefrl.sweep.run_sweep` (resumable: finished runs are skipped), and scores every run by its final
+evaluation (``prefrl evaluate``: 20 deterministic episodes on held-out start states). Then writes
 ``<results>/query_rules.csv``: per combination the final normalised score's median, minimum, IQM and mean
-with 95% bootstrap CIs (over seeds), and the mean queries asked / answered::
+with 95% stratified-bootstrap CIs (over seeds), the per-seed scores and the mean queries asked /
+answered::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_query_rules.py --jobs 2
 
@@ -21,7 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from prefrl.analysis import final_score_summary, load_runs
+from prefrl.analysis import final_score_summary, final_scores, load_runs
+from prefrl.final_evaluation import evaluate_final_runs
 from prefrl.sweep import run_sweep
 
 SCHEDULES = ("christiano", "hyperbolic", "constant", "linear", "front_loaded")
@@ -37,7 +40,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only", nargs="+", default=None, metavar="SCHEDULE:SELECTION")
     parser.add_argument("--report", action="store_true", help="only aggregate the finished runs")
-    parser.add_argument("--runs", type=Path, default=Path("runs/bench_query_rules"))
+    parser.add_argument("--runs", type=Path, default=Path("runs/query_rules"))
     parser.add_argument("--results", type=Path, default=Path("results/rm_ppo"))
     args = parser.parse_args()
 
@@ -54,12 +57,15 @@ def main() -> None:
             out=args.runs / f"{schedule}-{selection}",
             jobs=args.jobs,
             overrides={"feedback": {"schedule": schedule, "selection": selection}},
-            eval_freq=10_000,
-            n_eval_episodes=10,
+            device="cpu",
         )
         print(f"[query rules] {combo}: {result.summary()}", flush=True)
         if result.interrupted:
             return
+    if not args.report:
+        for outcome in evaluate_final_runs([args.runs]):
+            if outcome.error:
+                print(f"[query rules] cannot evaluate {outcome.run_dir}: {outcome.error}")
 
     rows = []
     for combo in combos:
@@ -67,7 +73,15 @@ def main() -> None:
         table = load_runs(args.runs / f"{schedule}-{selection}", only_done=True)
         if table.empty:
             continue
-        rows.append({"schedule": schedule, "selection": selection, **final_score_summary(table)})
+        scores = final_scores(table).sort_values("seed")["normalised_score"]
+        rows.append(
+            {
+                "schedule": schedule,
+                "selection": selection,
+                **final_score_summary(table),
+                "per_seed": " ".join(f"{v:.0f}" for v in scores),
+            }
+        )
     out = pd.DataFrame(rows).round(2)
     args.results.mkdir(parents=True, exist_ok=True)
     out.to_csv(args.results / "query_rules.csv", index=False)

@@ -6,7 +6,8 @@ rollouts, labelled by ``regret`` or by ``partial_return``), with equal gradient 
 (``prefrl evaluate``: 20 episodes on fixed held-out start states), then this script writes
 ``results/offline/halfcheetah.md`` and ``.csv``: final normalised score per agent x rater, median, IQM and
 mean with 95% stratified-bootstrap CIs over seeds, and the probability that one learner beats another on
-the same labels (rliable's probability of improvement, 95% CIs)::
+the same labels (rliable's probability of improvement, 95% CIs), and every run's final score to
+``results/offline/halfcheetah_runs.csv`` (read by ``benchmarks/study_assumptions.py``)::
 
     OMP_NUM_THREADS=1 .venv/bin/prefrl sweep --env halfcheetah --agent cpl,p_iql,bc \\
         --rater regret,partial_return --seeds 5 --out runs/offline_mini --jobs 2
@@ -55,6 +56,9 @@ def main() -> None:
     summary = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     summary.round(2).to_csv(args.out.with_suffix(".csv"), index=False)
+    # every run's final score, what benchmarks/study_assumptions.py reads (the study's part 3)
+    run_columns = ["env", "agent", "rater", "seed", "normalised_score", "true_return_mean", "score_source"]
+    last[run_columns].to_csv(args.out.parent / f"{args.out.name}_runs.csv", index=False)
     lines = [
         "| agent | labels | seeds | median | IQM [95% CI] | mean [95% CI] |",
         "|---|---|---|---|---|---|",

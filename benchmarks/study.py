@@ -22,7 +22,8 @@ After a part's runs, every finished run gets its final evaluation (``prefrl eval
 episodes on one fixed set of held-out start states), and the part's table is written to
 ``results/study/<part>.csv`` and ``.md``: per cell, seeds, median, worst seed, IQM and mean of the final
 normalised score with 95% stratified-bootstrap CIs (2,000 resamples), queries asked / answered and wall
-time. Raw runs stay under ``runs/study/<part>/`` (git-ignored).
+time, and every finished run's final score to ``results/study/<part>_runs.csv`` (what
+``benchmarks/study_assumptions.py`` reads). Raw runs stay under ``runs/study/<part>/`` (git-ignored).
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from prefrl.analysis import final_score_summary, final_scores, load_runs, score_cells
 from prefrl.final_evaluation import DEFAULT_EPISODES, evaluate_final_runs
+from prefrl.plots import save_figure
 from prefrl.sweep import run_sweep
 
 #: the study's Pendulum raters: the spec names as ``prefrl list`` shows them (wrappers on partial_return)
@@ -134,6 +137,37 @@ def evaluate_part(part: str, runs: Path) -> None:
             print(f"[study] cannot evaluate {outcome.run_dir}: {outcome.error}", flush=True)
 
 
+#: the columns of ``results/study/<part>_runs.csv``: one row per finished run, what the reports read
+RUN_COLUMNS = (
+    "block",
+    "env",
+    "agent",
+    "rater",
+    "seed",
+    "normalised_score",
+    "true_return_mean",
+    "score_source",
+    "final_episodes",
+    "env_steps",
+    "queries_asked",
+    "queries_answered",
+    "wall_s",
+)
+
+
+def part_runs(part: str, runs: Path) -> pd.DataFrame:
+    """One row per finished run of ``part`` (:data:`RUN_COLUMNS`): its final score and budgets."""
+    frames = []
+    for block in PARTS[part]:
+        root = runs / part / block.name
+        table = load_runs(root, only_done=True) if root.is_dir() else pd.DataFrame()
+        if table.empty:
+            continue
+        last = final_scores(table).assign(block=block.name)
+        frames.append(last.reindex(columns=list(RUN_COLUMNS)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(RUN_COLUMNS))
+
+
 def part_table(part: str, runs: Path) -> pd.DataFrame:
     """One row per (block, env, agent, rater) of the part's finished runs (see the module docstring)."""
     rows = []
@@ -192,6 +226,22 @@ def write_table(part: str, table: pd.DataFrame, results: Path) -> Path:
     return path
 
 
+def query_efficiency_figure(table: pd.DataFrame, results: Path) -> list[Path]:
+    """Part 4's figure: IQM normalised score (95% CI) against the query budget, one line per agent."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for agent, rows in table.sort_values("queries_budget").groupby("agent", sort=True):
+        budgets = rows["queries_budget"].to_numpy(float)
+        errors = [rows["iqm"] - rows["iqm_low"], rows["iqm_high"] - rows["iqm"]]
+        ax.errorbar(budgets, rows["iqm"], yerr=errors, marker="o", capsize=3, label=agent)
+    ax.set_xscale("log")
+    ax.set_xticks(list(QUERY_BUDGETS), [str(q) for q in QUERY_BUDGETS])
+    ax.set_xlabel("rater queries (partial_return)")
+    ax.set_ylabel("final normalised score, IQM (95% CI)")
+    ax.set_title("Pendulum-v1: score vs query budget (5 seeds)")
+    ax.legend()
+    return save_figure(fig, results / "query-efficiency")
+
+
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
@@ -212,6 +262,9 @@ def main() -> None:
         print(f"[study] {args.part}: no finished runs yet")
         return
     print(write_table(args.part, table, args.results))
+    part_runs(args.part, args.runs).to_csv(args.results / f"{args.part}_runs.csv", index=False)
+    if args.part == "query-efficiency":
+        print(query_efficiency_figure(table, args.results))
     print(table.to_string(index=False))
 
 

@@ -64,6 +64,7 @@ __all__ = [
     "improvement_probability",
     "interval_estimates",
     "iqm",
+    "iqm_contrast",
     "is_offline",
     "load_run",
     "load_runs",
@@ -698,6 +699,32 @@ def probability_of_improvement(
             }
         )
     return pd.DataFrame(rows, columns=["x", "y", "probability", "low", "high"])
+
+
+def iqm_contrast(
+    weights: Iterable[float], *samples: np.ndarray, reps: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """``sum_i weights[i] * IQM(samples[i])`` with a 95% stratified-bootstrap CI (samples resampled
+    independently): ``(1, -1)`` is a difference of IQMs, ``(1, -1, -1, 1)`` a difference of two drops.
+
+    Used for questions such as "does agent A lose less than agent B when the labels get noisy?":
+    ``(IQM(A, clean) - IQM(A, noisy)) - (IQM(B, clean) - IQM(B, noisy))``, whose interval excluding 0 is
+    the answer; including 0, the seeds cannot tell.
+
+    :param weights: one weight per sample
+    :param samples: 1-D arrays of per-seed scores (lengths may differ)
+    :returns: ``(point, low, high)``
+    """
+    weights = np.asarray(list(weights), dtype=float)
+    if len(weights) != len(samples) or not len(samples):
+        raise ValueError(f"need one weight per sample, got {len(weights)} weights and {len(samples)} samples")
+    arrays = [np.asarray(s, dtype=float).reshape(-1, 1) for s in samples]
+
+    def contrast(*resampled: np.ndarray) -> np.ndarray:
+        return np.array(sum(w * metrics.aggregate_iqm(a) for w, a in zip(weights, resampled, strict=True)))
+
+    point, interval = bootstrap_ci(contrast, *arrays, reps=reps, seed=seed)
+    return float(point), float(interval[0]), float(interval[1])
 
 
 def summary_with_ci(table: pd.DataFrame, reps: int = 2000, seed: int = 0) -> pd.DataFrame:

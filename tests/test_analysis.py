@@ -76,6 +76,26 @@ def test_bootstrap_rejects_bad_shape():
         analysis.bootstrap_ci(np.mean, np.zeros(5))
 
 
+def test_iqm_contrast_difference_and_difference_of_drops():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(80.0, 2.0, 8), rng.normal(50.0, 2.0, 8)
+    point, low, high = analysis.iqm_contrast((1, -1), a, b, reps=500)
+    assert point == pytest.approx(analysis.iqm(a) - analysis.iqm(b))
+    assert 20.0 < low < point < high < 40.0
+    # A drops by ~30 under noise, B by ~0: the difference of drops is ~30 and its interval excludes 0
+    a_noisy, b_noisy = a - 30.0 + rng.normal(0, 1, 8), b + rng.normal(0, 1, 8)
+    point, low, high = analysis.iqm_contrast((1, -1, -1, 1), a, a_noisy, b, b_noisy, reps=500)
+    assert 25.0 < low < point < high < 35.0
+    # identical samples: a contrast of zero with a zero-width interval only if nothing varies
+    flat = np.full(5, 3.0)
+    assert analysis.iqm_contrast((1, -1), flat, flat, reps=50) == (0.0, 0.0, 0.0)
+
+
+def test_iqm_contrast_needs_one_weight_per_sample():
+    with pytest.raises(ValueError, match="one weight per sample"):
+        analysis.iqm_contrast((1, -1), np.zeros(3))
+
+
 def test_score_matrices_common_tasks_and_rectangular(tmp_path):
     for seed in range(3):
         fake_run(tmp_path, "env_a", "ppo", "none", seed, 100.0 + seed)
