@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from prefrl.analysis import final_score_summary, final_scores, load_runs
+from prefrl.analysis import final_score_summary, final_scores, load_runs, score_cells
 from prefrl.final_evaluation import evaluate_final_runs
 from prefrl.sweep import run_sweep
 
@@ -85,7 +85,40 @@ def main() -> None:
     out = pd.DataFrame(rows).round(2)
     args.results.mkdir(parents=True, exist_ok=True)
     out.to_csv(args.results / "query_rules.csv", index=False)
-    print(out.to_string(index=False))
+    text = markdown(out)
+    (args.results / "query_rules.md").write_text(text)
+    print(text)
+
+
+#: the issue's acceptance for the default: median >= 85 and no seed below 60
+MEDIAN_BAR, WORST_BAR = 85.0, 60.0
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """``query_rules.md``: the command, the setting, the table and which pairs meet the acceptance."""
+    lines = [
+        "# rm_ppo query schedule x pair selection (Pendulum-v1)",
+        "",
+        "    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_query_rules.py --jobs 2",
+        "",
+        "rm_ppo with the noise-free `partial_return` rater, 100k env steps, 500 queries (`budget: asked`,",
+        "unique pairs), agents/rm_ppo.yaml's Pendulum settings otherwise; 5 seeds per row. Final normalised",
+        "score of each run from its end-of-run evaluation (20 deterministic episodes, held-out start",
+        "states); IQM and mean with 95% stratified-bootstrap CIs over seeds. Runs under `runs/query_rules/`",
+        "(git-ignored).",
+        "",
+        "| schedule | selection | median | worst seed | IQM [95% CI] | mean [95% CI] | per seed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in table.itertuples():
+        lines.append(
+            f"| {r.schedule} | {r.selection} | {r.median:.1f} | {r.min:.1f} | {score_cells(r)} | "
+            f"{r.per_seed} |"
+        )
+    meets = table[(table["median"] >= MEDIAN_BAR) & (table["min"] >= WORST_BAR)]
+    names = ", ".join(f"{r.schedule} + {r.selection}" for r in meets.itertuples()) or "none"
+    lines += ["", f"Median >= {MEDIAN_BAR:.0f} and no seed below {WORST_BAR:.0f}: {names}."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
