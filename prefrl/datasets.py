@@ -54,6 +54,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from prefrl.atomic_files import atomic_path
 from prefrl.envs import EnvSpec, load_env_spec
 from prefrl.errors import DatasetError, OracleError, SpecError
 from prefrl.evaluation import episode_returns
@@ -582,13 +583,8 @@ def save_dataset(path: str | Path, prefs: PreferenceBatch, provenance: Mapping[s
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = prefs.segments.to_dict()
     arrays.update(pairs=prefs.pairs, labels=prefs.labels, provenance=np.array(json.dumps(provenance)))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
     return path
 
 

@@ -27,6 +27,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnv
 from torch.utils.tensorboard import SummaryWriter
 
+from prefrl.atomic_files import atomic_path
 from prefrl.envs import EnvSpec, make_vec_env
 
 logger = logging.getLogger(__name__)
@@ -153,14 +154,12 @@ class CSVLog:
             f.flush()
 
     def _rewrite(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, self.columns)
             writer.writeheader()
             writer.writerows(self.rows)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, self.path)
 
 
 class ProgressHook:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from prefrl import analysis, plots
+from prefrl.atomic_files import write_atomic
 from prefrl.diagnostics import rate_report
 from prefrl.errors import ConfigError, RunDirError
 
@@ -514,7 +515,5 @@ def write_report(
     figure_dir = out.parent / "figures"
     blocks = _build_blocks(run_root, table, figure_dir, reps, seed, rater_pairs if rater_diagnostics else 0)
     text = _to_markdown(blocks, out.parent) if fmt == "md" else _to_html(blocks)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    write_atomic(out, text)
     return out

@@ -46,7 +46,6 @@ import hashlib
 import io
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +56,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecNormalize
 
+from prefrl.atomic_files import write_atomic
 from prefrl.envs import RewardFactorWrapper, make_vec_env
 from prefrl.errors import RunDirError, SpecError
 from prefrl.networks import activation as activation_class
@@ -380,9 +380,7 @@ def save_reward_model(
     torch.save(state, buffer)
     payload = buffer.getvalue()
     weights = directory / REWARD_WEIGHTS_FILE
-    tmp = weights.with_name(weights.name + ".tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, weights)
+    write_atomic(weights, payload)
     info = RewardModelInfo(
         inputs=ensemble.inputs,
         input_dim=ensemble.input_dim,

@@ -55,6 +55,7 @@ from typing import Any
 
 import yaml
 
+from prefrl.atomic_files import write_atomic
 from prefrl.envs import EnvSpec, load_env_spec, load_env_spec_file
 from prefrl.errors import RunDirError
 
@@ -120,13 +121,6 @@ def default_run_dir(
 def is_done(run_dir: str | Path) -> bool:
     """True if ``run_dir`` holds a finished run (its ``done`` marker)."""
     return (Path(run_dir) / DONE_FILE).is_file()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:

@@ -58,6 +58,7 @@ from tqdm.auto import tqdm
 
 from prefrl.agents import get_agent_class
 from prefrl.agents.base import resolve_device
+from prefrl.atomic_files import atomic_path, write_atomic
 from prefrl.envs import EnvSpec, load_env_spec
 from prefrl.errors import ConfigError, SpecError
 from prefrl.experiment import (
@@ -69,7 +70,7 @@ from prefrl.experiment import (
     settings_conflict_message,
 )
 from prefrl.raters import Rater
-from prefrl.run_dir import RunDirLockedError, beside_dir, default_run_dir, exclusive_lock, write_atomic
+from prefrl.run_dir import RunDirLockedError, beside_dir, default_run_dir, exclusive_lock
 from prefrl.spec_utils import deep_update
 
 logger = logging.getLogger(__name__)
@@ -614,9 +615,8 @@ def _write_failures(root: Path, outcomes: Sequence[RunOutcome]) -> None:
         ]
         rows += [_failure_row(o) for o in outcomes if o.status == "failed"]
         columns = ["env", "agent", "rater", "seed", "run_dir", "error", "error_file"]
-        tmp = root / "failures.csv.tmp"
-        pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
-        os.replace(tmp, root / "failures.csv")
+        with atomic_path(root / "failures.csv") as tmp:
+            pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
         write_atomic(root / "failures.json", json.dumps(rows, indent=2) + "\n")
 
 

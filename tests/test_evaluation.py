@@ -161,4 +161,21 @@ def test_csv_log_is_valid_after_every_row_and_widens(tmp_path):
     assert list(table.columns) == ["a", "b", "c", "d"]
     assert table["c"].isna().tolist() == [True, False, True, True]
     assert table["a"].tolist() == [1, 2, 3, 4]
-    assert not (tmp_path / "progress.csv.tmp").exists()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_csv_log_interrupted_rewrite_keeps_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    # a sweep worker's SIGTERM is raised as an exception inside the run: if it lands while a new column
+    # rewrites the file, the previous file must stay whole and no temporary file may be left behind
+    path = tmp_path / "progress.csv"
+    log = CSVLog(path, ("a",))
+    log.append({"a": 1})
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("prefrl.evaluation.os.fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        log.append({"a": 2, "b": 3})
+    assert pd.read_csv(path)["a"].tolist() == [1]
+    assert not list(tmp_path.glob("*.tmp"))
