@@ -114,7 +114,9 @@ def pendulum(args: argparse.Namespace) -> None:
         if table.empty:
             continue
         for step in cell.score_steps:
-            rows.append(score_row(cell, table[table["env_steps"] <= step], step))
+            # at the budget, the run's last evaluation: PPO's rollouts of 4,096 steps end at 102,400
+            upto = table if step == cell.steps else table[table["env_steps"] <= step]
+            rows.append(score_row(cell, upto, step))
     out = pd.DataFrame(rows).round(2)
     out.to_csv(args.results / "pendulum.csv", index=False)
     (args.results / "pendulum.md").write_text(pendulum_markdown(out))
@@ -154,9 +156,10 @@ def pendulum_markdown(table: pd.DataFrame) -> str:
         "The noise-free `partial_return` rater; agents/pebble.yaml's,",
         "agents/sac.yaml's and agents/rm_ppo.yaml's Pendulum settings; normalised score of the",
         "deterministic policy on 10 episodes at the given env step (pebble and sac are evaluated every 2k",
-        "steps, rm_ppo every 10k); IQM and mean with 95% stratified-bootstrap CIs over seeds (2,000",
-        "resamples); `wall s`: mean wall time of the runs up to that step (`--jobs` runs at a time on a",
-        "shared machine); `code`: the commit the runs were made at (`+`: with uncommitted changes), from",
+        "steps, rm_ppo every 10k; at the budget the run's last evaluation, rm_ppo's at 102,400); IQM",
+        "and mean with 95% stratified-bootstrap CIs over seeds (2,000 resamples); `wall s`: mean wall",
+        "time of the runs up to that step (`--jobs` runs at a time on a shared machine); `code`: the",
+        "commit the runs were made at (`+`: with uncommitted changes), from",
         "their meta.json (a cell is re-run only when its settings change).",
         "",
         "| agent | queries | env steps | seeds | median | worst seed | IQM [95% CI] | mean [95% CI] "
