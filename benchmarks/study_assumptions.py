@@ -129,6 +129,45 @@ def score_table(table: pd.DataFrame) -> tuple[list[str], list[dict]]:
     return lines, rows
 
 
+#: learner pairs whose probability of improvement is tabulated per rater (same labels, same env)
+IMPROVEMENT_PAIRS = (
+    ("spo", "rm_ppo"),
+    ("spo", "pebble"),
+    ("pebble", "rm_ppo"),
+    ("heron", "rm_ppo"),
+    ("cpl", "p_iql"),
+    ("cpl", "bc"),
+    ("p_iql", "bc"),
+)
+
+
+POI_NOTE = (
+    "P(X > Y): the chance that a run of X scores above a run of Y (rliable's probability of improvement), "
+    "95% CI; 0.5 = no difference."
+)
+
+
+def improvement_table(table: pd.DataFrame) -> list[str]:
+    """P(X > Y) with its 95% CI for each learner pair of :data:`IMPROVEMENT_PAIRS`, per rater."""
+    raters = sorted((r for r in table["rater"].unique() if r != "none"), key=lambda r: (r != BASELINE, r))
+    pairs = [
+        (x, y)
+        for x, y in IMPROVEMENT_PAIRS
+        if any(seeds_of(table, x, r) is not None and seeds_of(table, y, r) is not None for r in raters)
+    ]
+    if not pairs:
+        return ["No learner pair with 5 seeds each under the same rater yet."]
+    header = "| rater | " + " | ".join(f"P({x} > {y})" for x, y in pairs) + " |"
+    lines = [header, "|---|" + "---|" * len(pairs)]
+    for rater in raters:
+        cells = []
+        for x, y in pairs:
+            sx, sy = seeds_of(table, x, rater), seeds_of(table, y, rater)
+            cells.append("-" if sx is None or sy is None else interval(*poi(sx, sy), digits=2))
+        lines.append(f"| {rater} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def spo_robustness(table: pd.DataFrame) -> list[str]:
     """Q1: SPO's drop from partial_return vs each reward-model learner's, per robustness rater."""
     lines = [
@@ -244,6 +283,8 @@ def main() -> None:
         lines, env_rows = score_table(table)
         rows += [{"env": env, **r} for r in env_rows]
         text += ["", f"## {env}", "", "### Scores: IQM [95% CI]", "", *lines]
+        text += ["", "### Probability of improvement between learners on the same labels", ""]
+        text += [*improvement_table(table), "", POI_NOTE]
         text += ["", "### Q1: does SPO degrade less than a reward model?", "", *spo_robustness(table)]
         text += ["", "### Q2: does CPL beat P-IQL on regret labels and not on partial-return labels?", ""]
         text += cpl_vs_piql(table)
