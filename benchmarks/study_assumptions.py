@@ -38,12 +38,12 @@ from prefrl.analysis import iqm_contrast, probability_of_improvement
 #: learners by the preference model they assume (table column order)
 ASSUMPTIONS = {
     "rm_ppo": "partial return",
-    "heron": "partial return (per factor)",
+    "heron": "partial return, factor inputs",
     "pebble": "partial return",
     "p_iql": "partial return",
     "cpl": "regret",
-    "spo": "none (self-play)",
-    "bc": "none (imitation)",
+    "spo": "no model: self-play",
+    "bc": "no model: imitation",
 }
 #: references on the true reward (one row above each env's table)
 REFERENCES = ("ppo", "sac")
