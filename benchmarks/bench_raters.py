@@ -56,6 +56,14 @@ def synthetic_segments(env: str, num_segments: int, length: int, seed: int = 0) 
     )
 
 
+def random_pairs(num_segments: int, num_pairs: int, seed: int = 0) -> np.ndarray:
+    """``[num_pairs, 2]`` uniform pairs of distinct segment indices (repeats allowed across pairs)."""
+    rng = np.random.default_rng(seed)
+    first = rng.integers(num_segments, size=num_pairs)
+    second = (first + 1 + rng.integers(num_segments - 1, size=num_pairs)) % num_segments
+    return np.stack([first, second], axis=1)
+
+
 def time_rater(spec_str: str, env: str, segments: SegmentBatch, pairs: np.ndarray, repeats: int) -> dict:
     """Best-of-``repeats`` wall time of one ``label`` call over all pairs."""
     rater = make_rater(spec_str, env)
@@ -82,10 +90,7 @@ def main() -> None:
     args = parser.parse_args()
 
     segments = synthetic_segments(args.env, args.segments, args.length)
-    rng = np.random.default_rng(0)
-    first = rng.integers(args.segments, size=args.pairs)
-    second = (first + 1 + rng.integers(args.segments - 1, size=args.pairs)) % args.segments
-    pairs = np.stack([first, second], axis=1)
+    pairs = random_pairs(args.segments, args.pairs)
 
     print(
         f"env={args.env} segments={args.segments}x{args.length} pairs={args.pairs:,} "

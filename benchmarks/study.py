@@ -155,29 +155,27 @@ RUN_COLUMNS = (
 )
 
 
-def part_runs(part: str, runs: Path) -> pd.DataFrame:
-    """One row per finished run of ``part`` (:data:`RUN_COLUMNS`): its final score and budgets."""
-    frames = []
+def block_tables(part: str, runs: Path) -> list[tuple[Block, pd.DataFrame]]:
+    """Each block of ``part`` with its finished runs' rows (blocks without any are left out)."""
+    tables = []
     for block in PARTS[part]:
         root = runs / part / block.name
         table = load_runs(root, only_done=True) if root.is_dir() else pd.DataFrame()
-        if table.empty:
-            continue
-        last = final_scores(table).assign(block=block.name)
-        frames.append(last.reindex(columns=list(RUN_COLUMNS)))
+        if not table.empty:
+            tables.append((block, table))
+    return tables
+
+
+def part_runs(tables: list[tuple[Block, pd.DataFrame]]) -> pd.DataFrame:
+    """One row per finished run (:data:`RUN_COLUMNS`): its final score and budgets."""
+    frames = [final_scores(t).assign(block=b.name).reindex(columns=list(RUN_COLUMNS)) for b, t in tables]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(RUN_COLUMNS))
 
 
-def part_table(part: str, runs: Path) -> pd.DataFrame:
-    """One row per (block, env, agent, rater) of the part's finished runs (see the module docstring)."""
+def part_table(tables: list[tuple[Block, pd.DataFrame]]) -> pd.DataFrame:
+    """One row per (block, env, agent, rater) of the finished runs (see the module docstring)."""
     rows = []
-    for block in PARTS[part]:
-        root = runs / part / block.name
-        if not root.is_dir():
-            continue
-        table = load_runs(root, only_done=True)
-        if table.empty:
-            continue
+    for block, table in tables:
         for (env, agent, rater), cell in table.groupby(["env", "agent", "rater"], sort=True):
             last = final_scores(cell)
             rows.append(
@@ -257,12 +255,13 @@ def main() -> None:
         evaluate_part(args.part, args.runs)
         if not finished:
             print("[study] interrupted: run the same command again to resume", flush=True)
-    table = part_table(args.part, args.runs)
+    tables = block_tables(args.part, args.runs)
+    table = part_table(tables)
     if table.empty:
         print(f"[study] {args.part}: no finished runs yet")
         return
     print(write_table(args.part, table, args.results))
-    part_runs(args.part, args.runs).to_csv(args.results / f"{args.part}_runs.csv", index=False)
+    part_runs(tables).to_csv(args.results / f"{args.part}_runs.csv", index=False)
     if args.part == "query-efficiency":
         print(query_efficiency_figure(table, args.results))
     print(table.to_string(index=False))

@@ -34,11 +34,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_raters import synthetic_segments, time_rater  # a sibling benchmark script
+from bench_raters import random_pairs, synthetic_segments, time_rater  # a sibling benchmark script
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,10 +116,7 @@ def time_run(timing: Timing, out: Path) -> dict:
 
 def rater_throughput(pairs: int = 200_000, repeats: int = 3) -> pd.DataFrame:
     segments = synthetic_segments("pendulum", 20_000, 50)
-    rng = np.random.default_rng(0)
-    first = rng.integers(20_000, size=pairs)
-    second = (first + 1 + rng.integers(20_000 - 1, size=pairs)) % 20_000
-    index = np.stack([first, second], axis=1)
+    index = random_pairs(20_000, pairs)
     return pd.DataFrame([time_rater(r, "pendulum", segments, index, repeats) for r in RATERS])
 
 
