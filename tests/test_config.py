@@ -82,6 +82,16 @@ def test_heron_sections_carry_herons_defaults():
     assert load_agent_config("rm_ppo", "pendulum")["feedback"]["schedule"] == "linear"
 
 
+@pytest.mark.parametrize("env", ["pendulum", "halfcheetah"])
+@pytest.mark.parametrize("agent", ["rm_ppo", "heron"])
+def test_reward_model_ppo_agents_share_ppos_tuned_settings(agent, env):
+    """rm_ppo and heron differ from ppo only in the reward: same PPO, network and (for both) query budget."""
+    config, reference = load_agent_config(agent, env), load_agent_config("ppo", env)
+    assert config["ppo"] == reference["ppo"] and config["policy_kwargs"] == reference["policy_kwargs"]
+    assert config["normalize"] == reference["normalize"] and config["total_steps"] == reference["total_steps"]
+    assert config["queries"] == load_agent_config("rm_ppo", env)["queries"]
+
+
 def test_parse_overrides():
     assert parse_overrides(["ppo.learning_rate=3e-4", "n_envs=2", "feedback.schedule=linear"]) == {
         "ppo": {"learning_rate": 3e-4},
