@@ -16,7 +16,10 @@ What it writes, per env:
   IQM differences, :func:`prefrl.analysis.iqm_contrast`; negative: SPO loses less), with P(SPO > it);
 * **Q2, CPL vs P-IQL**: IQM(cpl) - IQM(p_iql) and P(cpl > p_iql) under ``regret`` and ``partial_return``
   labels, and the change between the two;
-* **Q3, what each B-Pref teacher costs**: IQM under ``partial_return`` minus IQM under the teacher.
+* **Q3, what each B-Pref teacher costs**: IQM under ``partial_return`` minus IQM under the teacher;
+* **the headline table** of ``results/README.md`` (the study's front page): Pendulum's scores by rater and
+  learner, written between the page's ``<!-- headline -->`` and ``<!-- /headline -->`` markers
+  (``--front-page``), so the front page never drifts from the committed per-run scores.
 
 Each question ends in a reading generated from the intervals (an interval that includes 0, or 0.5 for a
 probability of improvement, is reported as "not established at these seeds"), and a stated contradiction
@@ -27,6 +30,7 @@ left out of every comparison.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -34,6 +38,10 @@ import numpy as np
 import pandas as pd
 
 from prefrl.analysis import iqm_contrast, probability_of_improvement
+from prefrl.atomic_files import write_atomic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from study import HALFCHEETAH_RATERS, PENDULUM_RATERS  # the sibling script that runs the sweeps
 
 #: learners by the preference model they assume (table column order)
 ASSUMPTIONS = {
@@ -62,6 +70,20 @@ SOURCES = (
     Path("results/offline/halfcheetah_runs.csv"),
 )
 COMMAND = ".venv/bin/python benchmarks/study_assumptions.py"
+#: the front page's headline: env, learners (column order) and the markers around the table
+HEADLINE_ENV = "pendulum"
+HEADLINE_LEARNERS = ("rm_ppo", "heron", "pebble", "spo", "cpl", "p_iql", "bc")
+HEADLINE_MARKERS = ("<!-- headline -->", "<!-- /headline -->")
+
+
+#: row order of every table: the study's rater lists, then any other rater alphabetically
+RATER_ORDER = tuple(dict.fromkeys((*PENDULUM_RATERS, *HALFCHEETAH_RATERS)))
+
+
+def rater_rows(table: pd.DataFrame) -> list[str]:
+    """The raters of ``table`` (no ``none``) in :data:`RATER_ORDER`."""
+    raters = [r for r in table["rater"].drop_duplicates() if r != "none"]
+    return sorted(raters, key=lambda r: (RATER_ORDER.index(r) if r in RATER_ORDER else len(RATER_ORDER), r))
 
 
 def load_scores(paths: Iterable[Path]) -> pd.DataFrame:
@@ -98,13 +120,12 @@ def poi(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
 def score_table(table: pd.DataFrame) -> tuple[list[str], list[dict]]:
     """The scores table of one env (Markdown lines and CSV rows)."""
     learners = [a for a in ASSUMPTIONS if a in set(table["agent"])]
-    raters = [r for r in table["rater"].drop_duplicates() if r != "none"]
     lines = [
         "| rater | " + " | ".join(f"{a} ({ASSUMPTIONS[a]})" for a in learners) + " |",
         "|---|" + "---|" * len(learners),
     ]
     rows = []
-    for rater in sorted(raters, key=lambda r: (r != BASELINE, r)):
+    for rater in rater_rows(table):
         cells = []
         for agent in learners:
             scores = seeds_of(table, agent, rater)
@@ -149,7 +170,7 @@ POI_NOTE = (
 
 def improvement_table(table: pd.DataFrame) -> list[str]:
     """P(X > Y) with its 95% CI for each learner pair of :data:`IMPROVEMENT_PAIRS`, per rater."""
-    raters = sorted((r for r in table["rater"].unique() if r != "none"), key=lambda r: (r != BASELINE, r))
+    raters = rater_rows(table)
     pairs = [
         (x, y)
         for x, y in IMPROVEMENT_PAIRS
@@ -258,12 +279,52 @@ def teacher_costs(table: pd.DataFrame) -> list[str]:
     return [*lines, "", f"Reading (costs whose interval excludes 0): {reading}."]
 
 
+def headline_table(table: pd.DataFrame) -> list[str]:
+    """The front page's table: one row per rater, one column per learner with any finished cell."""
+    learners = [a for a in HEADLINE_LEARNERS if (table["agent"] == a).any()]
+    lines = [
+        "| rater | " + " | ".join(f"{a} ({ASSUMPTIONS[a]})" for a in learners) + " |",
+        "|---|" + "---|" * len(learners),
+    ]
+    for rater in rater_rows(table):
+        cells = [seeds_of(table, agent, rater) for agent in learners]
+        lines.append(
+            f"| {rater} | "
+            + " | ".join("-" if s is None else interval(*iqm_contrast((1,), s)) for s in cells)
+            + " |"
+        )
+    references = [
+        f"{agent} {interval(*iqm_contrast((1,), scores))}"
+        for agent in REFERENCES
+        if (scores := seeds_of(table, agent, "none")) is not None
+    ]
+    if references:
+        lines += ["", "References on the true reward: " + ", ".join(references) + "."]
+    return lines
+
+
+def replace_between_markers(page: str, lines: list[str], markers: tuple[str, str] = HEADLINE_MARKERS) -> str:
+    """``page`` with the text between the two marker lines replaced by ``lines`` (markers kept)."""
+    start, end = markers
+    if page.count(start) != 1 or page.count(end) != 1 or page.index(start) > page.index(end):
+        raise SystemExit(f"the front page needs one '{start}' line before one '{end}' line")
+    head, rest = page.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return head + start + "\n" + "\n".join(lines) + "\n" + end + tail
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--inputs", type=Path, nargs="+", default=list(SOURCES))
     parser.add_argument("--out", type=Path, default=Path("results/study/assumptions"))
+    parser.add_argument(
+        "--front-page",
+        type=Path,
+        default=Path("results/README.md"),
+        help="page whose headline table (between the markers) is rewritten; '' to skip",
+    )
     args = parser.parse_args()
     scores = load_scores(args.inputs)
     used = [str(p) for p in args.inputs if p.is_file()]
@@ -292,8 +353,13 @@ def main() -> None:
         text += teacher_costs(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).round(3).to_csv(args.out.with_suffix(".csv"), index=False)
-    args.out.with_suffix(".md").write_text("\n".join(text) + "\n")
+    write_atomic(args.out.with_suffix(".md"), "\n".join(text) + "\n")
     print("\n".join(text))
+    headline_scores = scores[scores["env"] == HEADLINE_ENV]
+    if str(args.front_page) not in ("", ".") and not headline_scores.empty:
+        page = args.front_page.read_text(encoding="utf-8")
+        write_atomic(args.front_page, replace_between_markers(page, headline_table(headline_scores)))
+        print(f"headline table of {args.front_page} rewritten")
 
 
 if __name__ == "__main__":
