@@ -16,7 +16,8 @@ Parts (budgets in :data:`PARTS`; cost estimates in results/study/PLAN.md):
 * ``halfcheetah`` - HalfCheetah-v5, 500k env steps: ppo, and rm_ppo (1,400 queries) and spo x
   partial_return, regret, intransitive, mistake:eps=0.1.
 * ``query-efficiency`` - rm_ppo, heron (100k steps) and pebble (30k steps) with 100, 300 and 1,000 queries
-  on Pendulum, partial_return.
+  on Pendulum, partial_return; its figure and its score-by-budget table add part 1's 500-query cells
+  (the same agents and settings under ``partial_return``) as a fourth budget.
 
 After a part's runs, every finished run gets its final evaluation (``prefrl evaluate``: 20 deterministic
 episodes on one fixed set of held-out start states), and the part's table is written to
@@ -224,15 +225,53 @@ def write_table(part: str, table: pd.DataFrame, results: Path) -> Path:
     return path
 
 
+#: query-efficiency's agents, whose part-1 cells under this rater are its 500-query budget
+QUERY_EFFICIENCY_AGENTS = ("rm_ppo", "heron", "pebble")
+QUERY_EFFICIENCY_RATER = "partial_return"
+
+
+def with_part1_budget(table: pd.DataFrame, runs: Path) -> pd.DataFrame:
+    """Part 4's cells plus part 1's cells of the same agents under ``partial_return`` (500 queries)."""
+    part1 = part_table(block_tables("pendulum", runs))
+    if part1.empty:
+        return table
+    keep = part1["agent"].isin(QUERY_EFFICIENCY_AGENTS) & (part1["rater"] == QUERY_EFFICIENCY_RATER)
+    return pd.concat([table, part1[keep]], ignore_index=True)
+
+
+def query_efficiency_markdown(table: pd.DataFrame) -> list[str]:
+    """Score by budget: one row per agent, one column per query budget (IQM [95% CI], worst seed)."""
+    budgets = sorted(int(q) for q in table["queries_budget"].unique())
+    lines = [
+        "| agent | " + " | ".join(f"{q} queries" for q in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
+    ]
+    for agent in QUERY_EFFICIENCY_AGENTS:
+        cells = []
+        for q in budgets:
+            row = table[(table["agent"] == agent) & (table["queries_budget"] == q)]
+            if row.empty or int(row.iloc[0]["seeds"]) < 5:
+                cells.append("-")
+                continue
+            r = row.iloc[0]
+            cells.append(f"{r['iqm']:.1f} [{r['iqm_low']:.1f}, {r['iqm_high']:.1f}] (worst {r['min']:.1f})")
+        lines.append(f"| {agent} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def query_efficiency_figure(table: pd.DataFrame, results: Path) -> list[Path]:
     """Part 4's figure: IQM normalised score (95% CI) against the query budget, one line per agent."""
+    table = table[table["seeds"] >= 5]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for agent, rows in table.sort_values("queries_budget").groupby("agent", sort=True):
-        budgets = rows["queries_budget"].to_numpy(float)
+    for k, (agent, rows) in enumerate(table.sort_values("queries_budget").groupby("agent", sort=True)):
+        # a small horizontal offset per agent so the error bars at one budget do not hide each other
+        budgets = rows["queries_budget"].to_numpy(float) * (1.0 + 0.04 * (k - 1))
         errors = [rows["iqm"] - rows["iqm_low"], rows["iqm_high"] - rows["iqm"]]
         ax.errorbar(budgets, rows["iqm"], yerr=errors, marker="o", capsize=3, label=agent)
     ax.set_xscale("log")
-    ax.set_xticks(list(QUERY_BUDGETS), [str(q) for q in QUERY_BUDGETS])
+    ax.minorticks_off()
+    budgets = sorted(int(q) for q in table["queries_budget"].unique())
+    ax.set_xticks(budgets, [str(q) for q in budgets])
     ax.set_xlabel("rater queries (partial_return)")
     ax.set_ylabel("final normalised score, IQM (95% CI)")
     ax.set_title("Pendulum-v1: score vs query budget (5 seeds)")
@@ -263,7 +302,20 @@ def main() -> None:
     print(write_table(args.part, table, args.results))
     part_runs(tables).to_csv(args.results / f"{args.part}_runs.csv", index=False)
     if args.part == "query-efficiency":
-        print(query_efficiency_figure(table, args.results))
+        combined = with_part1_budget(table, args.runs)
+        print(query_efficiency_figure(combined, args.results))
+        summary = [
+            "",
+            "## Score by query budget (Pendulum, partial_return, 5 seeds)",
+            "",
+            "IQM of the final normalised score [95% CI] and the worst seed; the 500-query column is part",
+            "1's cell of the same agent and settings (`results/study/pendulum.md`). Figure:",
+            "`query-efficiency.png`.",
+            "",
+            *query_efficiency_markdown(combined),
+        ]
+        path = args.results / f"{args.part}.md"
+        path.write_text(path.read_text() + "\n".join(summary) + "\n")
     print(table.to_string(index=False))
 
 
