@@ -11,9 +11,9 @@ unfinished) runs of the sweeps below and writes ``results/halfcheetah/rm_ppo_1m.
     OMP_NUM_THREADS=1 .venv/bin/prefrl sweep --env halfcheetah --agent rm_ppo --rater partial_return \\
         --seeds 2, --steps 1000000 --queries 1400 --out runs/hc_1m_ri0 --jobs 1 \\
         --set reward_model.refit_interval=0
-    OMP_NUM_THREADS=1 .venv/bin/prefrl sweep --env halfcheetah --agent ppo --rater partial_return \
+    OMP_NUM_THREADS=1 .venv/bin/prefrl sweep --env halfcheetah --agent ppo --rater partial_return \\
         --seeds 3,4 --steps 1000000 --queries 1400 --out runs/hc_1m --jobs 1
-    OMP_NUM_THREADS=1 .venv/bin/prefrl sweep --env halfcheetah --agent rm_ppo --rater partial_return \
+    OMP_NUM_THREADS=1 .venv/bin/prefrl sweep --env halfcheetah --agent rm_ppo --rater partial_return \\
         --seeds 3,4 --steps 1000000 --queries 1400 --out runs/hc_1m_v3 --jobs 1
     OMP_NUM_THREADS=1 .venv/bin/prefrl evaluate runs/hc_1m runs/hc_1m_v2 runs/hc_1m_ri0 runs/hc_1m_v3
     .venv/bin/python benchmarks/hc_rm_ppo_1m.py

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,8 +194,9 @@ def part_table(tables: list[tuple[Block, pd.DataFrame]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_table(part: str, table: pd.DataFrame, results: Path) -> Path:
-    """``results/<part>.csv`` and ``.md`` (the command that regenerates them on top)."""
+def write_table(part: str, table: pd.DataFrame, results: Path, extra: Sequence[str] = ()) -> Path:
+    """``results/<part>.csv`` and ``.md`` (the command that regenerates them on top; ``extra`` lines after
+    the table)."""
     results.mkdir(parents=True, exist_ok=True)
     table.round(3).to_csv(results / f"{part}.csv", index=False)
     lines = [
@@ -221,7 +223,7 @@ def write_table(part: str, table: pd.DataFrame, results: Path) -> Path:
             f"{r.queries_answered:.0f} | {r.wall_s:.0f} |"
         )
     path = results / f"{part}.md"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join([*lines, *extra]) + "\n")
     return path
 
 
@@ -299,12 +301,11 @@ def main() -> None:
     if table.empty:
         print(f"[study] {args.part}: no finished runs yet")
         return
-    print(write_table(args.part, table, args.results))
-    part_runs(tables).to_csv(args.results / f"{args.part}_runs.csv", index=False)
+    extra: list[str] = []
     if args.part == "query-efficiency":
         combined = with_part1_budget(table, args.runs)
         print(query_efficiency_figure(combined, args.results))
-        summary = [
+        extra = [
             "",
             "## Score by query budget (Pendulum, partial_return, 5 seeds)",
             "",
@@ -314,8 +315,8 @@ def main() -> None:
             "",
             *query_efficiency_markdown(combined),
         ]
-        path = args.results / f"{args.part}.md"
-        path.write_text(path.read_text() + "\n".join(summary) + "\n")
+    print(write_table(args.part, table, args.results, extra))
+    part_runs(tables).to_csv(args.results / f"{args.part}_runs.csv", index=False)
     print(table.to_string(index=False))
 
 
